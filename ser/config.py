@@ -1,0 +1,50 @@
+"""Early validation of a composed config: one clear line naming the key and what to do."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from ser.data import check_fraction
+from ser.losses import LOSSES
+from ser.loop import thresholds_from_config
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
+    from omegaconf import OmegaConf
+
+    v = OmegaConf.select(cfg, key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise ConfigError(f"{key}={v!r} must be an integer >= {minimum}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value a researcher may sweep before any model or data is loaded."""
+    try:
+        check_fraction("labeled_fraction", cfg.labeled_fraction)
+        check_fraction("data.val_fraction", cfg.data.val_fraction, allow_zero=True)
+        check_fraction("data.test_fraction", cfg.data.test_fraction, allow_zero=True)
+        thresholds_from_config(cfg.thresholds)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = {cfg.data.val_fraction + cfg.data.test_fraction} leaves no training data")
+    if cfg.thresholds.centring not in ("none", "labeled_mean", "pool_mean"):
+        raise ConfigError(f"thresholds.centring='{cfg.thresholds.centring}' must be none, labeled_mean or pool_mean")
+    if cfg.loss.kind not in LOSSES:
+        raise ConfigError(f"loss.kind='{cfg.loss.kind}' must be one of {', '.join(LOSSES)}")
+    if cfg.loss.margin < 0 or cfg.loss.centring_coef < 0:
+        raise ConfigError("loss.margin and loss.centring_coef must be >= 0")
+    for key, lo in (("loop.max_loops", 0), ("loop.epochs_per_loop", 1), ("loop.score_batch_size", 1),
+                    ("data.batch_size", 1), ("data.max_length", 8), ("seed", 0)):
+        _positive_int(cfg, key, lo)
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0")
+    if cfg.optim.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be >= 0 (a fraction < 1 or a step count)")
+    if cfg.data.overlength not in ("truncate", "drop"):
+        raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
+    if not cfg.data.files and not cfg.data.hub_id:
+        raise ConfigError("data.files and data.hub_id are both empty: name local files or a hub dataset")

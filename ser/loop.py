@@ -1,0 +1,181 @@
+"""The SER loop as a Lightning callback.
+
+One ``Trainer.fit`` runs every loop: loop n trains ``epochs_per_loop`` epochs on the DataModule's
+current pairs; at its end the callback scores the pool, decides the learning status, asks the
+DataModule to add the selected pairs (the train dataloader is rebuilt every epoch), restarts the
+LR schedule, and goes on, or stops the fit at Stop / empty pool / ``max_loops``.
+
+Determinism and resume: every epoch re-seeds the RNGs from ``seed + epoch`` and the batch order
+comes from the same number, so a run resumed from the last epoch checkpoint (callback state,
+DataModule selections, weights, optimizer) retrains exactly as the uninterrupted run would.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from ser import status as st
+from ser.model import score_sequences
+
+log = logging.getLogger(__name__)
+
+
+def thresholds_from_config(cfg) -> st.Thresholds:
+    return st.Thresholds(tau_high=cfg.tau_high, tau_low=cfg.tau_low, tau_delta=cfg.tau_delta,
+                         min_count=cfg.min_count, rule=cfg.rule)
+
+
+class SERLoop(Callback):
+    """Drives the loops; ``history`` holds one diagnostics dict per loop (loop 0 = seed)."""
+
+    def __init__(self, loop_cfg, thresholds_cfg, seed: int, out_dir: str | Path, eval_batch_size: int = 64):
+        self.cfg = loop_cfg
+        self.th = thresholds_from_config(thresholds_cfg)
+        self.centring = thresholds_cfg.centring
+        if self.centring not in ("none", "labeled_mean", "pool_mean"):
+            raise ValueError(f"thresholds.centring='{self.centring}' must be none, labeled_mean or pool_mean")
+        self.seed = seed
+        self.out_dir = Path(out_dir)
+        self.eval_batch_size = eval_batch_size
+        # state (checkpointed)
+        self.loop = 0
+        self.loop_start_epoch = 0
+        self.loop_start_step = 0
+        self.loop_steps = 0
+        self.loop_wall = 0.0
+        self.history: list[dict] = []
+        self.finished = False
+        self._t0 = None
+
+    # -- checkpointed state ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("loop", "loop_start_epoch", "loop_start_step", "loop_steps",
+                                               "loop_wall", "history", "finished")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    @property
+    def max_epochs(self) -> int:
+        return self.cfg.epochs_per_loop * (self.cfg.max_loops + 1)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _score(self, trainer, module, seqs) -> np.ndarray:
+        return score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size,
+                               device=module.device, rank=trainer.global_rank, world_size=trainer.world_size,
+                               gather=trainer.strategy.all_gather, progress=True)
+
+    def _pair_acc(self, trainer, module, pairs) -> float:
+        s = self._score(trainer, module, [a for a, _ in pairs] + [b for _, b in pairs])
+        return float(np.mean(s[: len(pairs)] > s[len(pairs):])) if pairs else float("nan")
+
+    def _seed_path(self) -> Path:
+        return self.out_dir / "seed_weights.pt"
+
+    # -- hooks -------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, module) -> None:
+        epoch = trainer.current_epoch
+        pl.seed_everything(self.seed + 1000 * epoch, workers=True, verbose=False)
+        if epoch == self.loop_start_epoch:  # a new loop begins
+            self.loop_start_step = trainer.global_step
+            self.loop_steps = self.cfg.epochs_per_loop * int(trainer.num_training_batches)
+            self.loop_wall = 0.0
+            if self.loop > 0 and self.cfg.restart_from_seed:
+                module.net.load_state_dict(torch.load(self._seed_path(), map_location=module.device))
+                for opt in trainer.optimizers:
+                    opt.state.clear()
+            log.info("loop %d: %d training pairs, %d steps", self.loop, len(trainer.datamodule.train_pairs()), self.loop_steps)
+        module.set_schedule(self.loop_start_step, self.loop_steps)
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module) -> None:
+        self.loop_wall += time.perf_counter() - (self._t0 or time.perf_counter())
+        epoch = trainer.current_epoch
+        if epoch + 1 - self.loop_start_epoch < self.cfg.epochs_per_loop:
+            return
+        dm = trainer.datamodule
+        t0 = time.perf_counter()
+        val = trainer.callback_metrics.get("val/accuracy")
+        diag = {
+            "loop": self.loop,
+            "train_pairs": len(dm.train_pairs()),
+            "steps": trainer.global_step - self.loop_start_step,
+            "global_step": trainer.global_step,
+            "train_s": round(self.loop_wall, 2),
+            "val_acc": float(val) if val is not None else float("nan"),
+            "test_acc": self._pair_acc(trainer, module, dm.test),
+        }
+        if self.loop == 0 and trainer.is_global_zero and self.cfg.restart_from_seed:
+            torch.save(module.net.state_dict(), self._seed_path())
+        stop_reason = None
+        alive = dm.pool_indices()
+        if self.loop >= self.cfg.max_loops:
+            stop_reason = "max_loops"
+        elif len(alive) == 0:
+            stop_reason = "empty_pool"
+        else:
+            stop_reason = self._self_label(trainer, module, alive, diag)
+        diag["eval_s"] = round(time.perf_counter() - t0, 2)
+        diag["stop"] = stop_reason
+        self.history.append(diag)
+        self._log(trainer, diag)
+        self.loop += 1
+        self.loop_start_epoch = epoch + 1
+        if stop_reason is not None:
+            self.finished = True
+            trainer.should_stop = True
+
+    def _self_label(self, trainer, module, alive: np.ndarray, diag: dict) -> str | None:
+        dm = trainer.datamodule
+        t0 = time.perf_counter()
+        seqs = [dm.pool[i][0] for i in alive] + [dm.pool[i][1] for i in alive]
+        scores = self._score(trainer, module, seqs)
+        n = len(alive)
+        labeled = None
+        if self.centring == "labeled_mean":
+            labeled = self._score(trainer, module, [s for pair in dm.labeled for s in pair])
+        centred = st.centre_scores(scores, self.centring, labeled)
+        p = st.probabilities(centred)
+        p1, p2 = p[:n], p[n:]
+        decision = st.decide_status(p1, p2, self.th)
+        sel = st.select_pairs(p1, p2, decision.status, self.th)
+        counts, edges = st.gap_histogram(p1, p2)
+        pool_index = alive[sel.index]
+        diag.update({
+            "pool": n, "status": decision.status.name, "n_easy": decision.n_easy, "n_hard": decision.n_hard,
+            "min_count": decision.min_count, "kept": len(sel),
+            "pseudo_label_precision": st.pseudo_label_precision(
+                st.Selection(pool_index, sel.first_is_chosen), dm.pool_hidden),
+            "score_mean": float(scores.mean()), "score_std": float(scores.std()),
+            "centre": float(scores.mean() - centred.mean()),
+            "gap_hist": counts.tolist(), "gap_edges": edges.tolist(),
+            "label_s": round(time.perf_counter() - t0, 2),
+        })
+        if decision.status == st.Status.STOP or len(sel) == 0:
+            return "stop_status"
+        dm.add_selection(self.loop + 1, pool_index, sel.first_is_chosen, self.cfg.remove_selected)
+        if not self.cfg.keep_seed_pairs:
+            dm.include_seed = False
+        return None
+
+    def _log(self, trainer, diag: dict) -> None:
+        log.info("loop %d: %s", diag["loop"], {k: v for k, v in diag.items() if k not in ("gap_hist", "gap_edges")})
+        if trainer.is_global_zero:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            # rewritten whole from the (checkpointed) history: a resumed run never duplicates a loop
+            tmp = self.out_dir / "loops.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(d) + "\n" for d in self.history))
+            tmp.replace(self.out_dir / "loops.jsonl")
+        metrics = {f"loop/{k}": float(v) for k, v in diag.items() if isinstance(v, (int, float)) and v is not None}
+        if "status" in diag:
+            metrics["loop/status_code"] = float(st.Status[diag["status"]].value)
+        for lg in trainer.loggers:
+            lg.log_metrics(metrics, step=trainer.global_step)

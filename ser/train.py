@@ -1,0 +1,166 @@
+"""``python -m ser.train``: train a reward model on the labeled fraction, run the SER loop, and
+(``compare_full=true``) the full-data baseline; print the results table; export the model.
+
+Each phase lives in ``<run>/<phase>/`` with its checkpoints; a run stopped at any point and
+started again with the same command resumes where it stopped, and a finished run is never
+overwritten (its saved table is printed again).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ser.config import ConfigError, validate
+from ser.data import DataError, PreferenceDataModule
+from ser.loop import SERLoop
+from ser.model import ModelNotFound, RewardModel, build_hf_model, export_reward_model, load_tokenizer
+from ser.report import format_run_table
+
+log = logging.getLogger("ser")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file, then rename: a run killed while saving keeps its last good checkpoint."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        tmp = f"{path}.tmp"
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def phase_name(cfg: DictConfig) -> str:
+    if cfg.loop.max_loops > 0:
+        return "ser"
+    return "full" if cfg.labeled_fraction >= 1 else "seed"
+
+
+def make_logger(cfg: DictConfig, phase_dir: Path):
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return False
+    kw = {"save_dir": str(phase_dir)}
+    if "wandb" in cfg.logger._target_.lower():
+        kw["name"] = f"{Path(cfg.output_dir).name}/{phase_dir.name}"
+    return instantiate(cfg.logger, **kw)
+
+
+def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
+    """Train one reward model (with the SER loop when ``loop.max_loops > 0``); resumable."""
+    done = phase_dir / "phase.json"
+    if done.exists():
+        log.info("phase %s already finished: %s", phase_dir.name, done)
+        return json.loads(done.read_text())
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.model)
+    dm = PreferenceDataModule(cfg.data, tokenizer, seed=cfg.seed)
+    dm.setup()
+    t_data = time.perf_counter() - t0
+    print(f"[{phase_dir.name}] data: {dm.summary_line()}", flush=True)
+    t0 = time.perf_counter()
+    module = RewardModel(build_hf_model(cfg.model, tokenizer), cfg.loss, cfg.optim)
+    t_model = time.perf_counter() - t0
+    loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, cfg.loop.score_batch_size)
+    ckpt = ModelCheckpoint(dirpath=phase_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
+                           every_n_epochs=1, enable_version_counter=False)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, ckpt], logger=make_logger(cfg, phase_dir),
+        reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, num_sanity_val_steps=0,
+        default_root_dir=str(phase_dir), plugins=[AtomicCheckpointIO()])
+    last = phase_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        print(f"[{phase_dir.name}] resuming from {last}", flush=True)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    t_fit = time.perf_counter() - t0
+    if not loop.finished:
+        raise RuntimeError(f"{phase_dir}: training stopped before the loop finished (interrupted?); run the same command again to resume")
+    t0 = time.perf_counter()
+    export_dir = None
+    if cfg.export and trainer.is_global_zero:
+        export_dir = str(export_reward_model(module.net, tokenizer, phase_dir / "reward_model", {
+            "template": cfg.data.template, "use_chat_template": cfg.data.use_chat_template,
+            "max_length": cfg.data.max_length, "model": cfg.model.name, "data": cfg.data.name}))
+    result = {
+        "phase": phase_dir.name,
+        "labeled_fraction": cfg.labeled_fraction,
+        "counts": dm.counts(),
+        "dropped": dict(dm.load_report.dropped),
+        "formatting": dict(dm.cut),
+        "loops": loop.history,
+        "test_acc": loop.history[-1]["test_acc"],
+        "timings": {"data_s": round(t_data, 2), "data_load_s": dm.timings["load_s"], "tokenize_s": dm.timings["tokenize_s"],
+                    "model_s": round(t_model, 2), "fit_s": round(t_fit, 2), "export_s": round(time.perf_counter() - t0, 2)},
+        "export": export_dir,
+    }
+    if trainer.is_global_zero:
+        write_json(done, result)
+    return result
+
+
+def run(cfg: DictConfig) -> dict:
+    out = Path(cfg.output_dir)
+    results_path = out / "results.json"
+    if results_path.exists():
+        results = json.loads(results_path.read_text())
+        print(format_run_table(results))
+        print(f"(finished earlier; results in {results_path}. Delete that folder or change an override to run again.)")
+        return results
+    validate(cfg)
+    t0 = time.perf_counter()
+    phases = {phase_name(cfg): cfg}
+    if cfg.compare_full and cfg.labeled_fraction < 1:
+        full = cfg.copy()
+        with open_dict(full):
+            full.labeled_fraction = 1.0
+            full.loop.max_loops = 0
+        phases["full"] = full
+    results = {"name": out.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+               "labeled_fraction": cfg.labeled_fraction, "thresholds": OmegaConf.to_container(cfg.thresholds),
+               "loop": OmegaConf.to_container(cfg.loop), "phases": {}}
+    for name, pcfg in phases.items():
+        results["phases"][name] = fit_phase(pcfg, out / name)
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(results_path, results)
+    table = format_run_table(results)
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    print(f"results: {results_path}")
+    return results
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    try:
+        results = run(cfg)
+    except (ConfigError, DataError, ModelNotFound) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    # the value a Hydra sweeper (e.g. Optuna) optimises: final test accuracy of the first phase
+    first = next(iter(results["phases"].values()))
+    return first["test_acc"]
+
+
+if __name__ == "__main__":
+    main()

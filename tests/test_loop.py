@@ -1,0 +1,132 @@
+"""The SER loop end to end with tiny models: status changes, leak-freedom, kill-and-resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ser.loop
+from ser.train import run
+from tests.conftest import ROOT, compose
+from tests.synthetic import tiny_overrides, write_pairs
+
+
+def selections(out: Path, phase: str = "ser"):
+    ck = torch.load(out / phase / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    dm_state = next(v for k, v in ck.items() if k.endswith("PreferenceDataModule"))
+    return dm_state["selections"]
+
+
+def test_status_moves_easy_then_hard_then_stop(tmp_path, monkeypatch):
+    """A fake scorer gives easy pairs p=.88/.12, hard pairs .90/.50 (gap .40, not easy), flat .5/.5."""
+    data = write_pairs(tmp_path / "pairs.jsonl", n=150, marker_mix=True)
+    cfg = compose(tiny_overrides(data, "loop.max_loops=5", "thresholds.centring=none", "thresholds.min_count=5",
+                                 "loop.epochs_per_loop=1"), output_dir=tmp_path / "run")
+    value = {"easyplus": 2.0, "easyminus": -2.0, "hardplus": 2.2, "hardminus": 0.0, "flatplus": 0.0, "flatminus": 0.0}
+    real = ser.loop.score_sequences
+    tok = {}
+
+    def fake(model, seqs, pad_id, *a, **kw):
+        if "t" not in tok:
+            from ser.model import load_tokenizer
+            tok["t"] = load_tokenizer(cfg.model)
+        out = []
+        for s in seqs:
+            text = tok["t"].decode(s).replace(" ", "")
+            out.append(next((v for k, v in value.items() if k in text), 0.0))
+        real(model, seqs[:1], pad_id, *a, **kw)  # the real path still runs
+        return np.array(out)
+
+    monkeypatch.setattr(ser.loop, "score_sequences", fake)
+    res = run(cfg)
+    hist = res["phases"]["ser"]["loops"]
+    assert [h.get("status") for h in hist] == ["EASY", "HARD", "STOP"]
+    assert hist[-1]["stop"] == "stop_status"
+    n_easy = hist[0]["kept"]
+    assert n_easy == hist[0]["n_easy"] > 0 and hist[1]["kept"] == hist[1]["n_hard"] > 0
+    assert hist[0]["pool"] - n_easy == hist[1]["pool"]  # selected pairs left the pool
+    assert hist[1]["train_pairs"] == hist[0]["train_pairs"] + n_easy
+    assert hist[0]["pseudo_label_precision"] == 1.0  # 'plus' scored higher is always the human choice
+    # the kept pairs are oriented by the RM: chosen = the 'plus' answer
+    for sel in selections(tmp_path / "run"):
+        assert len(sel["index"]) == len(sel["first_is_chosen"]) > 0
+
+
+def test_tiny_ser_run_learns_and_stops(tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=120)
+    res = run(compose(tiny_overrides(data, "loop.max_loops=3", "compare_full=true"), output_dir=tmp_path / "run"))
+    ser_hist = res["phases"]["ser"]["loops"]
+    assert len(ser_hist) >= 2 and ser_hist[0]["status"] in ("EASY", "HARD") and ser_hist[0]["kept"] > 0
+    assert ser_hist[0]["test_acc"] > 0.8  # the tiny model does learn 'yes' over 'no'
+    assert ser_hist[0]["pseudo_label_precision"] > 0.8
+    assert res["phases"]["full"]["counts"]["pool"] == 0
+    out = tmp_path / "run"
+    assert (out / "results.json").exists() and (out / "ser" / "reward_model" / "config.json").exists()
+    assert len((out / "ser" / "loops.jsonl").read_text().splitlines()) == len(ser_hist)
+    # a finished run is never overwritten: the same command prints the stored table
+    again = run(compose(tiny_overrides(data, "loop.max_loops=3", "compare_full=true"), output_dir=out))
+    assert again == json.loads((out / "results.json").read_text())
+
+
+def test_hidden_labels_never_reach_training(tmp_path, monkeypatch):
+    """Shuffling the pool's hidden labels changes the reported precision, nothing else."""
+    data = write_pairs(tmp_path / "pairs.jsonl", n=120)
+    over = tiny_overrides(data, "loop.max_loops=2")
+    a = run(compose(over, output_dir=tmp_path / "a"))
+    from ser.data import PreferenceDataModule
+
+    orig = PreferenceDataModule.setup
+
+    def shuffled_setup(self, stage=None):
+        orig(self, stage)
+        if not getattr(self, "_flipped", False):  # setup runs more than once; flip once
+            self.pool_hidden = ~self.pool_hidden  # every hidden label flipped
+            self._flipped = True
+    monkeypatch.setattr(PreferenceDataModule, "setup", shuffled_setup)
+    b = run(compose(over, output_dir=tmp_path / "b"))
+    ha, hb = a["phases"]["ser"]["loops"], b["phases"]["ser"]["loops"]
+    strip = lambda h: {k: v for k, v in h.items() if k not in ("pseudo_label_precision", "train_s", "eval_s", "label_s")}  # noqa: E731
+    assert [strip(x) for x in ha] == [strip(x) for x in hb]
+    assert selections(tmp_path / "a") == selections(tmp_path / "b")
+    assert ha[0]["pseudo_label_precision"] == pytest.approx(1 - hb[0]["pseudo_label_precision"])
+    wa = torch.load(tmp_path / "a" / "ser" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    wb = torch.load(tmp_path / "b" / "ser" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_selections(tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=240)
+    over = tiny_overrides(data, "loop.max_loops=3", "loop.epochs_per_loop=6")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = lambda out: [sys.executable, "-m", "ser.train", *over, f"hydra.run.dir={out}"]  # noqa: E731
+    ref = tmp_path / "ref"
+    subprocess.run(cmd(ref), check=True, cwd=ROOT, env=env, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loops_file = out / "ser" / "loops.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # wait until loop 0 is done and loop 1 is under way
+        if loops_file.exists() and len(loops_file.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    done = subprocess.run(cmd(out), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stdout
+    assert selections(out) == selections(ref)
+    r_ref = json.loads((ref / "results.json").read_text())["phases"]["ser"]["loops"]
+    r_out = json.loads((out / "results.json").read_text())["phases"]["ser"]["loops"]
+    assert [(h["status"], h["kept"], h["test_acc"]) for h in r_out] == [(h["status"], h["kept"], h["test_acc"]) for h in r_ref]

