@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 from ser.data import check_fraction
 from ser.losses import LOSSES
 from ser.loop import thresholds_from_config
+from ser.status import SCALE_MODES
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.val_fraction + data.test_fraction = {cfg.data.val_fraction + cfg.data.test_fraction} leaves no training data")
     if cfg.thresholds.centring not in ("none", "labeled_mean", "pool_mean"):
         raise ConfigError(f"thresholds.centring='{cfg.thresholds.centring}' must be none, labeled_mean or pool_mean")
+    if cfg.thresholds.get("scaling", "none") not in SCALE_MODES:
+        raise ConfigError(f"thresholds.scaling='{cfg.thresholds.scaling}' must be one of {', '.join(SCALE_MODES)}")
     if cfg.loss.kind not in LOSSES:
         raise ConfigError(f"loss.kind='{cfg.loss.kind}' must be one of {', '.join(LOSSES)}")
     if cfg.loss.margin < 0 or cfg.loss.centring_coef < 0:

@@ -14,6 +14,7 @@ Local files may be jsonl/json (gzipped or not), parquet or csv; hub ids go throu
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import hashlib
@@ -89,6 +90,10 @@ def read_rows(path: Path, skipped: Counter) -> Iterator[tuple[int, dict]]:
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}: not valid JSON ({e}); expected a JSON array or JSON lines") from e
             for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    skipped["unparsable"] += 1
+                    log.warning("%s: element %d skipped: not a JSON object", path, i + 1)
+                    continue
                 yield i + 1, row
             return
         first = head + f.readline()
@@ -157,7 +162,8 @@ def hh_pair(row: dict) -> tuple[dict | None, str | None]:
     if cut < 0:
         return None, "malformed"
     prefix = chosen[: cut + len(HH_ASSISTANT)]
-    if not rejected.startswith(prefix) or HH_HUMAN in rejected[len(prefix):]:
+    # either transcript going on with a human turn after the shared prefix: not one final-turn comparison
+    if not rejected.startswith(prefix) or HH_HUMAN in rejected[len(prefix):] or HH_HUMAN in chosen[len(prefix):]:
         return None, "diverging_prefix"
     a_c, a_r = chosen[len(prefix):].strip(), rejected[len(prefix):].strip()
     if a_c == a_r:
@@ -315,6 +321,10 @@ def load_pairs(
             pairs.append(pair)
             if limit and len(pairs) >= limit:
                 break
+        if limit and len(pairs) >= limit:
+            break
+    # unparsable lines never reached the parser: count them as read rows too
+    report.rows += report.dropped.get("unparsable", 0)
     report.kept = len(pairs)
     if not pairs:
         raise DataError(f"no usable pairs in {', '.join(s for s, _ in sources)} ({report.line()}); check data.format")
@@ -586,7 +596,13 @@ class PreferenceDataModule(pl.LightningDataModule):
         pairs, rep = load_pairs(c.files, c.format, c.get("data_dir"), c.get("hub_id"), c.get("hub_config"),
                                 c.get("hub_split", "train"), c.get("hub_data_dir"), c.get("limit"), columns)
         test_pairs = None
-        if c.get("test_files"):
+        if c.get("hub_test_split") and not c.files:
+            test_pairs, trep = load_pairs(None, c.format, None, c.hub_id, c.get("hub_config"), c.hub_test_split,
+                                          c.get("hub_data_dir"), None, columns)
+            rep.rows += trep.rows
+            rep.kept += trep.kept
+            rep.dropped.update(trep.dropped)
+        elif c.get("test_files"):
             test_pairs, trep = load_pairs(c.test_files, c.format, c.get("data_dir"), columns=columns)
             log.info("test files: %s", trep.line())
             rep.rows += trep.rows
@@ -652,11 +668,11 @@ class PreferenceDataModule(pl.LightningDataModule):
         return pairs
 
     def state_dict(self) -> dict:
-        return {"selections": self.selections, "include_seed": self.include_seed,
+        return {"selections": copy.deepcopy(self.selections), "include_seed": self.include_seed,
                 "pool_alive": self.pool_alive.tolist() if self._ready else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.selections = state["selections"]
+        self.selections = copy.deepcopy(state["selections"])
         self.include_seed = state["include_seed"]
         if state.get("pool_alive") is not None:
             self.setup()

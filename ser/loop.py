@@ -39,8 +39,7 @@ class SERLoop(Callback):
         self.cfg = loop_cfg
         self.th = thresholds_from_config(thresholds_cfg)
         self.centring = thresholds_cfg.centring
-        if self.centring not in ("none", "labeled_mean", "pool_mean"):
-            raise ValueError(f"thresholds.centring='{self.centring}' must be none, labeled_mean or pool_mean")
+        self.scaling = thresholds_cfg.get("scaling", "none")
         self.seed = seed
         self.out_dir = Path(out_dir)
         self.eval_batch_size = eval_batch_size
@@ -140,10 +139,11 @@ class SERLoop(Callback):
         scores = self._score(trainer, module, seqs)
         n = len(alive)
         labeled = None
-        if self.centring == "labeled_mean":
+        if self.centring == "labeled_mean" or self.scaling == "labeled_std":
             labeled = self._score(trainer, module, [s for pair in dm.labeled for s in pair])
         centred = st.centre_scores(scores, self.centring, labeled)
-        p = st.probabilities(centred)
+        scaled = st.scale_scores(centred, self.scaling, scores, labeled)
+        p = st.probabilities(scaled)
         p1, p2 = p[:n], p[n:]
         decision = st.decide_status(p1, p2, self.th)
         sel = st.select_pairs(p1, p2, decision.status, self.th)
@@ -156,9 +156,14 @@ class SERLoop(Callback):
                 st.Selection(pool_index, sel.first_is_chosen), dm.pool_hidden),
             "score_mean": float(scores.mean()), "score_std": float(scores.std()),
             "centre": float(scores.mean() - centred.mean()),
+            "scale": float(centred.std() / scaled.std()) if scaled.std() > 0 else 1.0,
             "gap_hist": counts.tolist(), "gap_edges": edges.tolist(),
             "label_s": round(time.perf_counter() - t0, 2),
         })
+        if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
+            np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", pool_index=alive,
+                                scores_a1=scores[:n], scores_a2=scores[n:], p1=p1, p2=p2,
+                                hidden_a1_better=dm.pool_hidden[alive])
         if decision.status == st.Status.STOP or len(sel) == 0:
             return "stop_status"
         dm.add_selection(self.loop + 1, pool_index, sel.first_is_chosen, self.cfg.remove_selected)

@@ -201,7 +201,7 @@ class RewardModel(pl.LightningModule):
 
     def __init__(self, net, loss_cfg: DictConfig, optim_cfg: DictConfig):
         super().__init__()
-        self.net = net
+        self.net = net.train()
         self.loss_cfg = loss_cfg
         self.optim_cfg = optim_cfg
         self.schedule: tuple[int, int] | None = None  # (first global step, steps) of the current phase

@@ -28,6 +28,7 @@ __all__ = [
     "Selection",
     "as_float_array",
     "centre_scores",
+    "scale_scores",
     "probabilities",
     "resolve_min_count",
     "easy_mask",
@@ -156,6 +157,30 @@ def centre_scores(scores: Any, mode: str, labeled_scores: Any = None) -> np.ndar
             raise ValueError("centre mode 'labeled_mean' got empty labeled_scores")
         return s - ref.mean()
     raise ValueError(f"centre mode={mode!r} must be one of {CENTRE_MODES}")
+
+
+SCALE_MODES = ("none", "labeled_std", "pool_std")
+
+
+def scale_scores(centred: Any, mode: str, raw_scores: Any = None, labeled_scores: Any = None) -> np.ndarray:
+    """Divide centred scores by a score spread before the sigmoid: ``p = sigmoid((r - c) / s)``.
+
+    ``"none"``: the paper's ``p = sigmoid(r)``, which assumes scores of order 1. A reward model
+    trained briefly (a small model, few seed pairs) has scores spread by a few hundredths, every
+    ``p`` is then ~0.5 and the status machine stops at once. ``"labeled_std"`` divides by the
+    standard deviation of the labeled set's scores, ``"pool_std"`` by that of ``raw_scores``
+    (the pool), putting the thresholds on a z-score scale (``p > 0.55`` <=> ``z > 0.2``).
+    """
+    c = as_float_array(centred)
+    if mode == "none":
+        return c.copy()
+    if mode not in SCALE_MODES:
+        raise ValueError(f"scale mode={mode!r} must be one of {SCALE_MODES}")
+    ref = as_float_array(labeled_scores if mode == "labeled_std" else raw_scores if raw_scores is not None else c)
+    if ref.size < 2:
+        raise ValueError(f"scale mode {mode!r} needs at least 2 reference scores")
+    sd = float(ref.std())
+    return c / sd if sd > 0 else c.copy()
 
 
 def probabilities(scores: Any) -> np.ndarray:

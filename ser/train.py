@@ -7,6 +7,7 @@ overwritten (its saved table is printed again).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,23 @@ from ser.model import ModelNotFound, RewardModel, build_hf_model, export_reward_
 from ser.report import format_run_table
 
 log = logging.getLogger("ser")
+
+
+def run_dirname(overrides: str, max_len: int = 120) -> str:
+    """A folder name from Hydra's ``override_dirname``: no slashes, bounded, still unique.
+
+    The same overrides always give the same name, so the same command resumes in the same folder.
+    """
+    if not overrides:
+        return "default"
+    name = overrides.replace("/", "_").replace("\\", "_")
+    if len(name) > max_len:
+        digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
+        name = f"{name[: max_len - 11]}-{digest}"
+    return name
+
+
+OmegaConf.register_new_resolver("ser_dirname", run_dirname, replace=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

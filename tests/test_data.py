@@ -149,7 +149,8 @@ def test_real_ultrafeedback_train_and_test_prompts_are_disjoint():
 @pytest.fixture(scope="module")
 def alpaca():
     if not DATA_DIR or not Path(DATA_DIR).is_dir():
-        pytest.skip("SER_DATA_DIR is not set: the alpaca-eval file is one of the real preference files")
+        pytest.skip("SER_DATA_DIR is not set (or not a directory): "
+                    "the alpaca-eval file is one of the real preference files")
     return load_pairs(["alpaca-eval-gpt4/pairs.jsonl.gz"], "auto")  # the one full read of the 40k file
 
 
@@ -205,9 +206,6 @@ def test_hh_pair_malformed_rows():
     assert hh_pair({"chosen": "no markers at all", "rejected": "no markers at all"}) == (None, "identical")
 
 
-@pytest.mark.xfail(reason="BUG: hh_pair checks only the rejected tail for a later '\\n\\nHuman:' turn; a chosen "
-                          "transcript that goes on with a human turn after its last assistant turn is accepted and "
-                          "the human turn ends up inside the chosen answer", strict=True)
 def test_hh_pair_rejects_chosen_with_trailing_human_turn():
     pair, why = hh_pair({"chosen": PREFIX + " 4\n\nHuman: thanks", "rejected": PREFIX + " 5"})
     assert pair is None and why == "diverging_prefix"
@@ -394,9 +392,6 @@ def test_malformed_json_line_is_skipped_and_counted(tmp_path):
     assert "unparsable=2" in rep.line()
 
 
-@pytest.mark.xfail(reason="BUG: read_rows counts unparsable JSON lines in report.dropped but load_pairs never "
-                          "counts them in report.rows, so kept + dropped > rows ('read 2 rows, kept 2 pairs, "
-                          "dropped: unparsable=1' for a 3-line file)", strict=True)
 def test_report_rows_include_unparsable_lines(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps(ROWS[0]) + "\n{oops\n" + json.dumps(ROWS[1]) + "\n", encoding="utf-8")
@@ -404,9 +399,6 @@ def test_report_rows_include_unparsable_lines(tmp_path):
     assert rep.kept + sum(rep.dropped.values()) == rep.rows == 3
 
 
-@pytest.mark.xfail(reason="BUG: the JSON-array path of read_rows does not check that each element is an "
-                          "object (the JSON-lines path does); a null/number element crashes load_pairs with "
-                          "AttributeError instead of being counted as 'unparsable'", strict=True)
 def test_json_array_non_object_element_is_counted_not_crashing(tmp_path):
     f = tmp_path / "arr.json"
     f.write_text(json.dumps([ROWS[0], None, ROWS[1]]), encoding="utf-8")
@@ -421,9 +413,6 @@ def test_limit_single_file(tmp_path):
     assert rep.rows == 2
 
 
-@pytest.mark.xfail(reason="BUG: load_pairs' `limit` only breaks the inner per-file loop; every further file adds "
-                          "one more pair (limit=2 over two files gives 3 pairs; the summarize config has two "
-                          "files)", strict=True)
 def test_limit_across_files(tmp_path):
     f1 = write_jsonl(tmp_path / "a.jsonl", ROWS)
     f2 = write_jsonl(tmp_path / "b.jsonl", ROWS)
@@ -826,9 +815,6 @@ def test_datamodule_state_round_trip(dm, minilm):
     assert other.train_pairs() != dm.train_pairs()
 
 
-@pytest.mark.xfail(reason="BUG (latent): PreferenceDataModule.state_dict returns its live `selections` list (and "
-                          "load_state_dict keeps the caller's list), so a later add_selection changes a state "
-                          "already taken (e.g. one kept in memory or saved asynchronously)", strict=True)
 def test_datamodule_state_dict_is_a_snapshot(dm):
     state = dm.state_dict()
     dm.add_selection(0, [0], [True], remove_from_pool=True)

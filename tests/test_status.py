@@ -18,6 +18,7 @@ from ser.status import (
     gap_mask_for_filter,
     gap_mask_for_status,
     probabilities,
+    scale_scores,
     pseudo_label_precision,
     resolve_min_count,
     select_pairs,
@@ -270,3 +271,27 @@ def test_gap_histogram():
     assert counts.sum() - counts[0] - counts[9] == 2
     counts20, _ = gap_histogram(p1, p2)
     assert counts20.sum() == 4 and len(counts20) == 20
+
+
+
+
+def test_scale_scores_by_labeled_std():
+    # labeled scores [0.0, 0.02, 0.04, 0.06]: mean 0.03, population std sqrt(0.0005) = 0.0223607
+    labeled = np.array([0.0, 0.02, 0.04, 0.06])
+    centred = np.array([0.03, -0.0223607, 0.0])
+    out = scale_scores(centred, "labeled_std", raw_scores=None, labeled_scores=labeled)
+    assert out == pytest.approx([1.3416408, -1.0, 0.0], abs=1e-6)  # 0.03/0.0223607 = 1.34164
+    # with p = sigmoid(z): z = 0.2 is the paper's 0.55 threshold (sigmoid(0.2) = 0.549834)
+    assert probabilities(np.array([0.2]))[0] == pytest.approx(0.549834, abs=1e-6)
+
+
+def test_scale_scores_by_pool_std_and_none():
+    raw = np.array([1.0, 3.0])  # std 1.0
+    assert scale_scores(np.array([-1.0, 1.0]), "pool_std", raw_scores=raw).tolist() == [-1.0, 1.0]
+    raw = np.array([0.0, 0.5])  # std 0.25
+    assert scale_scores(np.array([-0.25, 0.25]), "pool_std", raw_scores=raw).tolist() == [-1.0, 1.0]
+    assert scale_scores(np.array([0.5, -0.5]), "none").tolist() == [0.5, -0.5]
+    with pytest.raises(ValueError, match="scale mode"):
+        scale_scores(np.array([1.0]), "median")
+    with pytest.raises(ValueError, match="at least 2"):
+        scale_scores(np.array([1.0, 2.0]), "labeled_std", labeled_scores=np.array([1.0]))

@@ -1,0 +1,104 @@
+"""``ser``: the command line.
+
+    ser report RUN_OR_SWEEP_DIR [--out DIR]   tables and figures of one run or a whole sweep
+    ser train [HYDRA OVERRIDES...]            same as ``python -m ser.train OVERRIDES...``
+
+Subcommands live in ``COMMANDS`` (name -> ``Command``); add new ones there.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    #: adds the subcommand's arguments to its parser
+    configure: Callable[[argparse.ArgumentParser], None]
+    #: runs it; returns the exit status
+    run: Callable[[argparse.Namespace], int]
+    #: True: everything after the subcommand's name is handed on untouched (as ``args.rest``),
+    #: e.g. Hydra overrides and Hydra's own flags (``--cfg job``, ``--multirun``, ``--help``)
+    passthrough: bool = False
+    description: str | None = None
+
+
+# -- report ------------------------------------------------------------------------------------
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="RUN_OR_SWEEP_DIR",
+                   help="a run folder (outputs/train/...), a Hydra multirun folder, or any folder holding runs")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="where report.md, runs.csv and the PNG figures go (default: RUN_OR_SWEEP_DIR/report)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ser.report import write_report
+
+    write_report(args.path, args.out)
+    return 0
+
+
+# -- train -------------------------------------------------------------------------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rest", nargs="*", metavar="OVERRIDE",
+                   help="Hydra overrides, e.g. experiment=ser_hh_minilm seed=1 (all of `python -m ser.train`)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", "ser.train", *args.rest])
+    return 0  # not reached
+
+
+# -- the subcommands ---------------------------------------------------------------------------
+COMMANDS: dict[str, Command] = {
+    "report": Command(
+        help="tables (report.md, runs.csv) and figures of a run or a sweep",
+        description="Summarise finished runs (per-run table, Table 1 per configuration with mean ± std over "
+                    "seeds), list unfinished runs with what is missing, and draw the accuracy, pairs and "
+                    "score-gap figures.",
+        configure=_report_args, run=_report),
+    "train": Command(
+        help="train a reward model with the SER loop (python -m ser.train OVERRIDES...)",
+        configure=_train_args, run=_train, passthrough=True),
+    # Later: "evaluate-policy" and "ppo" are added here as Command(...) entries.
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ser", description="Self-Evolved Reward Learning (SER).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
+        cmd.configure(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ser.report import ReportError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].passthrough:
+        cmd, args = COMMANDS[argv[0]], argparse.Namespace(command=argv[0], rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return 2
+        cmd = COMMANDS[args.command]
+    try:
+        return cmd.run(args)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

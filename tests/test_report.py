@@ -1,0 +1,242 @@
+"""ser.report / ser.cli on fake run folders written by hand (no training; expected numbers worked by hand)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser import cli
+from ser.report import (ReportError, aggregate, find_runs, format_markdown, format_run_table, load_run, load_runs,
+                        summary_rows, write_report)
+from tests.conftest import ROOT
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EDGES = [i / 20 for i in range(21)]
+TH = {"rule": "paper", "tau_high": 0.55, "tau_low": 0.45, "tau_delta": 0.3, "min_count": 0.02,
+      "centring": "labeled_mean"}
+
+
+def diag(loop, acc, train_pairs, steps=10, label=None, stop=None, gaps=True):
+    """One loop's diagnostics; ``label`` = (status, kept) when the pool was self-labeled after it."""
+    d = {"loop": loop, "train_pairs": train_pairs, "steps": steps, "global_step": steps * (loop + 1),
+         "train_s": 1.0, "val_acc": acc, "test_acc": acc, "eval_s": 0.5}
+    if label:
+        status, kept = label
+        d.update({"pool": 1000, "status": status, "n_easy": kept, "n_hard": 0, "min_count": 20, "kept": kept,
+                  "pseudo_label_precision": 0.9, "score_mean": 0.1, "score_std": 1.0, "centre": 0.1, "label_s": 0.2})
+        if gaps:
+            hist = [0] * 20
+            hist[loop] += 600
+            hist[19 - loop] += 400
+            d.update({"gap_hist": hist, "gap_edges": EDGES})
+    d["stop"] = stop
+    return d
+
+
+def phase(name, frac, loops):
+    return {"phase": name, "labeled_fraction": frac, "counts": {"labeled": loops[0]["train_pairs"], "pool": 1000,
+            "val": 50, "test": 100}, "dropped": {}, "formatting": {}, "test_acc": loops[-1]["test_acc"],
+            "timings": {}, "export": None, "loops": loops}
+
+
+def ser_loops(accs, statuses, gaps=True, stop="max_loops"):
+    """accs[k] = test accuracy after loop k; statuses[k] = status decided after loop k (kept 100*(k+1))."""
+    loops, pairs = [], 150
+    for k, acc in enumerate(accs):
+        last = k == len(accs) - 1
+        label = (statuses[k], 100 * (k + 1)) if k < len(statuses) else None
+        loops.append(diag(k, acc, pairs, label=label, gaps=gaps, stop=stop if last else None))
+        if label:
+            pairs += label[1]
+    return loops
+
+
+def write_run(d: Path, overrides, seed, accs, statuses, full=None, rule="paper", gaps=True, stop="max_loops",
+              main="ser"):
+    d.mkdir(parents=True)
+    phases = {main: phase(main, 0.15, ser_loops(accs, statuses, gaps, stop))}
+    if full is not None:
+        phases["full"] = phase("full", 1.0, [diag(0, full, 1150, stop="max_loops")])
+    results = {"name": d.name, "model": "minilm", "data": "hh_rlhf", "seed": seed, "labeled_fraction": 0.15,
+               "thresholds": dict(TH, rule=rule), "loop": {"max_loops": 2}, "wall_s": 42.0, "phases": phases}
+    (d / "results.json").write_text(json.dumps(results))
+    (d / ".hydra").mkdir()
+    (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    for ph in phases:
+        (d / ph).mkdir()
+    return d
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A Hydra multirun folder: two seeds of one config, one other config, one unfinished run nested deeper."""
+    s = tmp_path / "multirun" / "2024-01-01_00-00-00"
+    s.mkdir(parents=True)
+    (s / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
+    # the stop at the end of the last loop is max_loops: its status was not decided
+    write_run(s / "0", ["loop.max_loops=2", "seed=0"], 0, [0.60, 0.65, 0.70], ["EASY", "HARD"], full=0.80)
+    write_run(s / "1", ["loop.max_loops=2", "seed=1"], 1, [0.62, 0.66, 0.69], ["EASY", "HARD"], full=0.82)
+    write_run(s / "2", ["loop.max_loops=2", "thresholds=authors", "seed=0"], 0, [0.61, 0.63], ["COMBINED", "STOP"],
+              rule="authors", stop="stop_status")
+    u = s / "late" / "3"  # nested one level deeper
+    (u / ".hydra").mkdir(parents=True)
+    (u / ".hydra" / "overrides.yaml").write_text("- loop.max_loops=5\n- seed=3\n")
+    (u / "ser" / "checkpoints").mkdir(parents=True)
+    (u / "ser" / "checkpoints" / "last.ckpt").write_bytes(b"fake")
+    (u / "ser" / "loops.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in ser_loops([0.58, 0.61], ["EASY", "HARD"], stop=None)))
+    return s
+
+
+def test_find_runs_single_and_sweep(sweep):
+    assert find_runs(sweep / "0") == [sweep / "0"]
+    assert find_runs(sweep / "0" / "results.json") == [sweep / "0"]
+    assert find_runs(sweep) == [sweep / "0", sweep / "1", sweep / "2", sweep / "late" / "3"]
+    assert find_runs(sweep.parent.parent) == find_runs(sweep)  # the whole multirun/ folder
+    assert find_runs(sweep / "late") == [sweep / "late" / "3"]
+
+
+def test_find_runs_sorts_numbers_naturally(tmp_path):
+    for i in (10, 2, 1):
+        (tmp_path / str(i) / ".hydra").mkdir(parents=True)
+    assert [p.name for p in find_runs(tmp_path)] == ["1", "2", "10"]
+
+
+def test_load_run_finished_and_unfinished(sweep):
+    run = load_run(sweep / "0", root=sweep)
+    assert run["status"] == "finished" and run["missing"] is None
+    assert run["overrides"] == "loop.max_loops=2,seed=0"
+    assert run["results"]["seed"] == 0
+    u = load_run(sweep / "late" / "3", root=sweep)
+    assert u["status"] == "unfinished" and u["results"] is None
+    assert u["name"] == "late/3" and u["overrides"] == "loop.max_loops=5,seed=3"
+    assert u["missing"].startswith("no results.json; 2 loops logged")
+    assert "resumable from ser/checkpoints/last.ckpt" in u["missing"]
+
+
+def test_unfinished_without_anything_logged(tmp_path):
+    (tmp_path / "r" / ".hydra").mkdir(parents=True)
+    u = load_run(tmp_path / "r")
+    assert u["status"] == "unfinished" and "no phase started" in u["missing"]
+
+
+def test_summary_rows_and_gap_closed(sweep):
+    rows = summary_rows(load_runs(sweep))
+    assert [r["run"] for r in rows] == ["0", "1", "2"]  # the unfinished run has no row
+    r0, r1, r2 = rows
+    assert r0["seed_acc"] == pytest.approx(0.60) and r0["ser_acc"] == pytest.approx(0.70)
+    assert r0["full_acc"] == pytest.approx(0.80)
+    assert r0["gap_closed"] == pytest.approx((0.70 - 0.60) / (0.80 - 0.60))  # 0.5
+    assert r1["gap_closed"] == pytest.approx((0.69 - 0.62) / (0.82 - 0.62))  # 0.35
+    assert r0["gain"] == pytest.approx(0.10)
+    assert r0["n_loops"] == 2 and r0["kept"] == 100 + 200 and r0["statuses"] == "EASY>HARD"
+    assert r0["group"] == "loop.max_loops=2" == r1["group"]
+    assert (r0["rule"], r0["tau_high"], r0["tau_low"], r0["tau_delta"], r0["min_count"]) == ("paper", .55, .45, .3, .02)
+    # authors run: no full phase; its STOP labeling kept nothing that was trained on
+    assert r2["full_acc"] is None and r2["gap_closed"] is None
+    assert r2["statuses"] == "COMBINED>STOP" and r2["kept"] == 100 and r2["stop"] == "stop_status"
+    assert r2["group"] == "loop.max_loops=2,thresholds=authors"
+
+
+def test_aggregate_by_hand(sweep):
+    groups = aggregate(summary_rows(load_runs(sweep)))
+    assert [g["group"] for g in groups] == ["loop.max_loops=2", "loop.max_loops=2,thresholds=authors"]
+    g = groups[0]
+    assert g["n"] == 2 and g["seeds"] == [0, 1]
+    assert g["seed_acc"]["mean"] == pytest.approx(0.61)
+    assert g["seed_acc"]["std"] == pytest.approx(math.sqrt((0.01 ** 2 + 0.01 ** 2) / 1))  # sample std, n-1
+    assert g["ser_acc"]["mean"] == pytest.approx(0.695) and g["ser_acc"]["std"] == pytest.approx(0.005 * math.sqrt(2))
+    assert g["full_acc"]["mean"] == pytest.approx(0.81) and g["full_acc"]["n"] == 2
+    assert g["gain"]["mean"] == pytest.approx((0.10 + 0.07) / 2)
+    assert g["gap_closed"]["mean"] == pytest.approx(0.425)
+    assert g["gap_closed"]["std"] == pytest.approx(0.15 / math.sqrt(2))
+    assert [s["mean"] for s in g["loop_acc"]] == pytest.approx([0.61, 0.655, 0.695])
+    assert g["loop_acc"][1]["std"] == pytest.approx(0.01 / math.sqrt(2))
+    other = groups[1]
+    assert other["n"] == 1 and other["seed_acc"]["std"] is None and other["full_acc"]["n"] == 0
+    by_rule = aggregate(summary_rows(load_runs(sweep)), by="rule")
+    assert {g["group"]: g["n"] for g in by_rule} == {"paper": 2, "authors": 1}
+
+
+def test_markdown_table1_and_unfinished(sweep):
+    md = format_markdown(load_runs(sweep), source=sweep)
+    for row in ("| 15% seed |", "| loop 1 |", "| loop 2 |", "| SER final |", "| full 100% |"):
+        assert row in md
+    assert "| 15% seed | 61.00 ± 1.41 (2) |" in md
+    assert "| SER final | 69.50 ± 0.71 (2) | +8.50 ± 2.12 (2) |" in md
+    assert "| full 100% | 81.00 ± 1.41 (2) |" in md
+    assert "gap closed: 42.50 ± 10.61 (2)%" in md
+    assert "## Unfinished runs" in md
+    assert "late/3 (loop.max_loops=5,seed=3): no results.json; 2 loops logged" in md
+    assert "EASY>HARD" in md and "COMBINED>STOP" in md
+
+
+def test_write_report(sweep, tmp_path, capsys):
+    out = write_report(sweep, tmp_path / "out")
+    assert out == tmp_path / "out"
+    printed = capsys.readouterr().out
+    assert "| SER final |" in printed and (out / "report.md").read_text() in printed
+    with open(out / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run"] for r in rows] == ["0", "1", "2"]
+    assert float(rows[0]["gap_closed"]) == pytest.approx(0.5) and rows[2]["full_acc"] == ""
+    for name in ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 1000, name
+
+
+def test_default_out_dir_and_rerun(sweep, capsys):
+    out = write_report(sweep)
+    assert out == sweep / "report" and (out / "report.md").is_file()
+    assert write_report(sweep) == out  # the report folder is not mistaken for a run
+    assert len(find_runs(sweep)) == 4
+
+
+def test_run_without_gap_data_skips_score_gaps(tmp_path, capsys):
+    run = write_run(tmp_path / "seed_only", ["loop.max_loops=0"], 0, [0.6], [], main="seed", gaps=False)
+    out = write_report(run)
+    printed = capsys.readouterr().out
+    assert "score_gaps.png skipped:" in printed
+    assert not (out / "score_gaps.png").exists()
+    assert (out / "accuracy_per_loop.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| 15% seed | 60.00 (1) |" in printed and "SER final" not in printed
+
+
+def test_format_run_table_still_works(sweep):
+    text = format_run_table(json.loads((sweep / "0" / "results.json").read_text()))
+    assert "SER final" in text and "full (100% labeled)" in text
+
+
+def test_missing_or_empty_path(tmp_path):
+    with pytest.raises(ReportError, match="nowhere"):
+        write_report(tmp_path / "nowhere")
+    with pytest.raises(ReportError, match="nowhere"):
+        find_runs(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no runs found"):
+        write_report(tmp_path / "empty")
+
+
+def test_cli_report_subprocess(sweep, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "ser.cli", "report", str(sweep), "--out", str(tmp_path / "o")],
+                        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "| SER final | 69.50 ± 0.71 (2) |" in ok.stdout
+    assert (tmp_path / "o" / "runs.csv").is_file()
+    bad = subprocess.run([sys.executable, "-m", "ser.cli", "report", str(tmp_path / "missing")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and "missing" in bad.stderr
+
+
+def test_cli_train_execs_ser_train(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.os, "execv", lambda exe, args: calls.append((exe, args)))
+    assert cli.main(["train", "seed=1", "--cfg", "job"]) == 0
+    assert calls == [(sys.executable, [sys.executable, "-m", "ser.train", "seed=1", "--cfg", "job"])]
+    assert {"report", "train"} <= set(cli.COMMANDS)
