@@ -91,7 +91,13 @@ class SERLoop(Callback):
                 module.net.load_state_dict(torch.load(self._seed_path(), map_location=module.device))
                 for opt in trainer.optimizers:
                     opt.state.clear()
-            log.info("loop %d: %d training pairs, %d steps", self.loop, len(trainer.datamodule.train_pairs()), self.loop_steps)
+            done = [h for h in self.history if h["steps"] > 0]
+            eta = ""
+            if done:  # seconds per step measured in earlier loops of this run
+                per_step = sum(h["train_s"] for h in done) / sum(h["steps"] for h in done)
+                eta = f", ETA ~{per_step * self.loop_steps:.0f} s at {per_step:.2f} s/step"
+            log.info("loop %d: %d training pairs, %d steps%s", self.loop, len(trainer.datamodule.train_pairs()),
+                     self.loop_steps, eta)
         module.set_schedule(self.loop_start_step, self.loop_steps)
         self._t0 = time.perf_counter()
 
@@ -112,8 +118,10 @@ class SERLoop(Callback):
             "val_acc": float(val) if val is not None else float("nan"),
             "test_acc": self._pair_acc(trainer, module, dm.test),
         }
-        if self.loop == 0 and trainer.is_global_zero and self.cfg.restart_from_seed:
-            torch.save(module.net.state_dict(), self._seed_path())
+        if self.loop == 0 and self.cfg.restart_from_seed:
+            if trainer.is_global_zero:
+                torch.save(module.net.state_dict(), self._seed_path())
+            trainer.strategy.barrier("ser_seed_weights")
         stop_reason = None
         alive = dm.pool_indices()
         if self.loop >= self.cfg.max_loops:

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
 
 from ser.config import ConfigError, validate
 from ser.data import DataError, PreferenceDataModule
@@ -156,6 +157,8 @@ def run(cfg: DictConfig) -> dict:
     for name, pcfg in phases.items():
         results["phases"][name] = fit_phase(pcfg, out / name)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
+    if rank_zero_only.rank != 0:  # under ddp every rank runs this function; one writes and prints
+        return results
     results_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(results_path, results)
     table = format_run_table(results)
