@@ -534,7 +534,13 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, s
     batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
     if shuffle:
         rng.shuffle(batches)
+    return shard_batches(batches, rank, world_size)
+
+
+def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """Every ``world_size``-th batch for ``rank``; padded by repetition so all ranks step equally."""
     if world_size > 1 and batches:
+        batches = list(batches)
         while len(batches) % world_size:
             batches.append(batches[len(batches) % len(batches)])
         batches = batches[rank::world_size]
@@ -544,12 +550,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, s
 def random_batches(n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
-    batches = [idx[s:s + batch_size] for s in range(0, n, batch_size)]
-    if world_size > 1 and batches:
-        while len(batches) % world_size:
-            batches.append(batches[len(batches) % len(batches)])
-        batches = batches[rank::world_size]
-    return batches
+    return shard_batches([idx[s:s + batch_size] for s in range(0, n, batch_size)], rank, world_size)
 
 
 class FixedBatches(Sampler):
@@ -692,8 +693,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         elif shuffle:
             batches = random_batches(len(pairs), c.batch_size, self.seed + epoch, rank, world)
         else:
-            batches = [list(range(s, min(s + c.batch_size, len(pairs)))) for s in range(0, len(pairs), c.batch_size)]
-            batches = batches[rank::world] if world > 1 else batches
+            batches = shard_batches([list(range(s, min(s + c.batch_size, len(pairs))))
+                                     for s in range(0, len(pairs), c.batch_size)], rank, world)
         return DataLoader(pairs, batch_sampler=FixedBatches(batches), collate_fn=PairCollator(self.pad_id),
                           num_workers=c.num_workers)
 

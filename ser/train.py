@@ -74,8 +74,9 @@ def make_logger(cfg: DictConfig, phase_dir: Path):
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
     kw = {"save_dir": str(phase_dir)}
-    if "wandb" in cfg.logger._target_.lower():
+    if "wandb" in cfg.logger._target_.lower():  # one wandb run per phase, grouped by task, typed by phase
         kw["name"] = f"{Path(cfg.output_dir).name}/{phase_dir.name}"
+        kw["job_type"] = phase_dir.name
     return instantiate(cfg.logger, **kw)
 
 
@@ -103,12 +104,23 @@ def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
         cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, ckpt], logger=make_logger(cfg, phase_dir),
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, num_sanity_val_steps=0,
         default_root_dir=str(phase_dir), plugins=[AtomicCheckpointIO()])
+    counts = {f"data/{k}": v for k, v in dm.counts().items()}
+    counts.update({f"data/dropped_{k}": v for k, v in dm.load_report.dropped.items()})
+    counts.update({f"data/{k}": v for k, v in dm.cut.items()})
+    for lg in trainer.loggers:
+        lg.log_hyperparams({**counts, "config": OmegaConf.to_container(cfg, resolve=True)})
     last = phase_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         print(f"[{phase_dir.name}] resuming from {last}", flush=True)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     t_fit = time.perf_counter() - t0
+    table_cols = ["loop", "status", "kept", "pseudo_label_precision", "train_pairs", "steps", "val_acc", "test_acc", "stop"]
+    for lg in trainer.loggers:
+        if hasattr(lg, "log_table") and loop.history:  # wandb: the phase's loop table, then close its run
+            lg.log_table(key=f"{phase_dir.name}/loops", columns=table_cols,
+                         data=[[h.get(c) for c in table_cols] for h in loop.history])
+            lg.experiment.finish()
     if not loop.finished:
         raise RuntimeError(f"{phase_dir}: training stopped before the loop finished (interrupted?); run the same command again to resume")
     t0 = time.perf_counter()

@@ -71,6 +71,8 @@ def test_tiny_ser_run_learns_and_stops(tmp_path):
     out = tmp_path / "run"
     assert (out / "results.json").exists() and (out / "ser" / "reward_model" / "config.json").exists()
     assert len((out / "ser" / "loops.jsonl").read_text().splitlines()) == len(ser_hist)
+    hparams = (out / "ser" / "csv" / "hparams.yaml").read_text()  # split counts are logged, not only printed
+    assert f"data/pool: {res['phases']['ser']['counts']['pool']}" in hparams
     # a finished run is never overwritten: the same command prints the stored table
     again = run(compose(tiny_overrides(data, "loop.max_loops=3", "compare_full=true"), output_dir=out))
     assert again == json.loads((out / "results.json").read_text())

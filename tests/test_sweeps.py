@@ -45,3 +45,5 @@ def test_wandb_offline_run_logs_loops(tmp_path, monkeypatch):
     assert runs, "wandb wrote no offline run"
     history = list(runs[0].glob("*.wandb"))
     assert history and history[0].stat().st_size > 0
+    raw = history[0].read_bytes()
+    assert b"loop/test_acc" in raw and b"ser/loops" in raw  # per-loop metrics and the loop table
