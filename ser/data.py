@@ -662,10 +662,14 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def train_pairs(self) -> list[tuple[list[int], list[int]]]:
         pairs = list(self.labeled) if self.include_seed else []
+        # a pool pair appears once, oriented by its latest selection (it can be re-selected,
+        # possibly flipped, when selected pairs stay in the pool)
+        oriented: dict[int, bool] = {}
         for s in self.selections:
-            for i, first in zip(s["index"], s["first_is_chosen"]):
-                a1, a2 = self.pool[i]
-                pairs.append((a1, a2) if first else (a2, a1))
+            oriented.update(zip(s["index"], s["first_is_chosen"]))
+        for i, first in oriented.items():
+            a1, a2 = self.pool[i]
+            pairs.append((a1, a2) if first else (a2, a1))
         return pairs
 
     def state_dict(self) -> dict:

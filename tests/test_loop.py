@@ -132,3 +132,20 @@ def test_killed_run_resumes_to_the_same_selections(tmp_path):
     r_ref = json.loads((ref / "results.json").read_text())["phases"]["ser"]["loops"]
     r_out = json.loads((out / "results.json").read_text())["phases"]["ser"]["loops"]
     assert [(h["status"], h["kept"], h["test_acc"]) for h in r_out] == [(h["status"], h["kept"], h["test_acc"]) for h in r_ref]
+
+
+def test_loop_options_restart_from_seed_no_seed_pairs_pool_kept(tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=120)
+    res = run(compose(tiny_overrides(data, "loop.max_loops=2", "loop.restart_from_seed=true",
+                                     "loop.keep_seed_pairs=false", "loop.remove_selected=false"),
+                      output_dir=tmp_path / "run"))
+    h = res["phases"]["ser"]["loops"]
+    assert len(h) >= 2 and h[0]["kept"] > 0
+    assert h[1]["train_pairs"] == h[0]["kept"]  # seed pairs left training, only the selection remains
+    if "pool" in h[1]:
+        assert h[1]["pool"] == h[0]["pool"]  # selected pairs stayed in the pool
+    if len(h) > 2:  # re-selected pairs are not duplicated in training
+        assert h[2]["train_pairs"] <= h[0]["pool"]
+    seed = torch.load(tmp_path / "run" / "ser" / "seed_weights.pt", weights_only=True)
+    final = torch.load(tmp_path / "run" / "ser" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert set(f"net.{k}" for k in seed) == set(final)
