@@ -2,6 +2,9 @@
 
     ser report RUN_OR_SWEEP_DIR [--out DIR]   tables and figures of one run or a whole sweep
     ser train [HYDRA OVERRIDES...]            same as ``python -m ser.train OVERRIDES...``
+    ser ppo [HYDRA OVERRIDES...]              same as ``python -m ser.ppo OVERRIDES...``
+    ser evaluate-policy --run PPO_DIR --judge RM   win rate of a PPO policy against its start
+    ser best-of-n --policy P --reward-model RM --judge RM   best-of-N sampling, judged the same way
 
 Subcommands live in ``COMMANDS`` (name -> ``Command``); add new ones there.
 """
@@ -53,6 +56,49 @@ def _train(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+# -- ppo ---------------------------------------------------------------------------------------
+def _ppo(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", "ser.ppo", *args.rest])
+    return 0  # not reached
+
+
+# -- evaluate-policy / best-of-n ------------------------------------------------------------------
+def _evaluate_policy_args(p: argparse.ArgumentParser) -> None:
+    from ser.evaluate import add_common_args
+
+    p.add_argument("--run", metavar="PPO_DIR", help="a finished PPO stage (<run>/ppo): its policy, starting policy "
+                                                    "and held-out prompts are the defaults")
+    p.add_argument("--policy", help="trained policy: a saved folder or hub id (default: PPO_DIR/policy)")
+    p.add_argument("--base", help="starting policy, also the KL reference: folder, hub id or a conf/ppo option "
+                                  "such as smollm2 (default: the start recorded in PPO_DIR/ppo.json)")
+    p.add_argument("--judge", required=True, help="judge reward model folder (e.g. the full-data reward model)")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    add_common_args(p)
+
+
+def _evaluate_policy(args: argparse.Namespace) -> int:
+    from ser.evaluate import cli_evaluate_policy
+
+    return cli_evaluate_policy(args)
+
+
+def _best_of_n_args(p: argparse.ArgumentParser) -> None:
+    from ser.evaluate import add_common_args
+
+    p.add_argument("--run", metavar="PPO_DIR", help="take the policy and held-out prompts of a finished PPO stage")
+    p.add_argument("--policy", help="policy to sample from: folder, hub id or a conf/ppo option such as smollm2")
+    p.add_argument("--reward-model", required=True, help="reward model that picks the best of N")
+    p.add_argument("--judge", help="judge reward model (default: the --reward-model itself)")
+    p.add_argument("--n", type=int, default=4, help="samples per prompt (default 4)")
+    add_common_args(p)
+
+
+def _best_of_n(args: argparse.Namespace) -> int:
+    from ser.evaluate import cli_best_of_n
+
+    return cli_best_of_n(args)
+
+
 # -- the subcommands ---------------------------------------------------------------------------
 COMMANDS: dict[str, Command] = {
     "report": Command(
@@ -64,7 +110,18 @@ COMMANDS: dict[str, Command] = {
     "train": Command(
         help="train a reward model with the SER loop (python -m ser.train OVERRIDES...)",
         configure=_train_args, run=_train, passthrough=True),
-    # Later: "evaluate-policy" and "ppo" are added here as Command(...) entries.
+    "ppo": Command(
+        help="PPO of a policy with an exported reward model (python -m ser.ppo OVERRIDES...)",
+        configure=_train_args, run=_ppo, passthrough=True),
+    "evaluate-policy": Command(
+        help="win rate of a trained policy against its starting policy, judged by a reward model",
+        description="Sample one response per held-out prompt from the trained and the starting policy, score both "
+                    "with the judge reward model; report win/tie/loss rates, the mean judge reward of each and the "
+                    "KL of the trained policy to the starting one.",
+        configure=_evaluate_policy_args, run=_evaluate_policy),
+    "best-of-n": Command(
+        help="best-of-N sampling with a reward model, judged against a single sample",
+        configure=_best_of_n_args, run=_best_of_n),
 }
 
 
@@ -98,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # ConfigError, DataError, bad arguments: one line, no traceback
+        if args.command in ("evaluate-policy", "best-of-n"):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

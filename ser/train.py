@@ -98,8 +98,11 @@ def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
     module = RewardModel(build_hf_model(cfg.model, tokenizer), cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
     loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, cfg.loop.score_batch_size)
-    ckpt = ModelCheckpoint(dirpath=phase_dir / "checkpoints", filename="last", save_top_k=0, save_last=True,
-                           every_n_epochs=1, enable_version_counter=False)
+    # One file, rewritten at every epoch end *after* the SER callback (Lightning runs checkpoint
+    # callbacks last), so it always holds the loop state that matches its weights. (save_last=True
+    # with save_top_k=0 would write nothing until the end of training.)
+    ckpt = ModelCheckpoint(dirpath=phase_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           save_last=False, every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, ckpt], logger=make_logger(cfg, phase_dir),
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, num_sanity_val_steps=0,
