@@ -139,6 +139,14 @@ def build_policy(pcfg: DictConfig, tok, causal: bool = True):
     return model
 
 
+def disable_dropout(model) -> None:
+    """Dropout off (as TRL's PPO does): old and new log-probs must come from the same function,
+    while the model stays in train mode (so gradient checkpointing still works)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
 def apply_lora(model, lora: DictConfig | None):
     if not lora or lora.get("r", 0) <= 0:
         return model
@@ -238,7 +246,8 @@ def response_forward(model, query, qmask, resp, rmask, temperature: float = 1.0,
             hidden = out.hidden_states[-1]
         else:
             hidden = value_backbone(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
-        values = value_head(hidden[:, P - 1: P + R - 1].float()).squeeze(-1)
+        h = hidden[:, P - 1: P + R - 1]
+        values = value_head(h.to(value_head.weight.dtype)).squeeze(-1).float()
     return logp, values, ent
 
 
@@ -454,6 +463,9 @@ class PPOModule(pl.LightningModule):
         nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden + 1))
         nn.init.zeros_(self.value_head.bias)
         self.lora = hasattr(policy, "disable_adapter")
+        for m in (policy, value_backbone):
+            if m is not None:
+                disable_dropout(m)
         # not submodules: kept out of the optimizer and of checkpoints, moved by hand
         object.__setattr__(self, "ref_policy", ref_policy)
         object.__setattr__(self, "scorer", scorer)
@@ -484,11 +496,11 @@ class PPOModule(pl.LightningModule):
         if hasattr(self.scorer, "to"):
             self.scorer.to(self.device)
 
-    def _eval_mode(self) -> None:
-        # dropout off everywhere: old and new log-probs must come from the same function
-        self.policy.eval()
+    def _set_modes(self) -> None:
+        # dropout is off (disable_dropout at start); train mode keeps gradient checkpointing active
+        self.policy.train()
         if self.value_backbone is not None:
-            self.value_backbone.eval()
+            self.value_backbone.train()
 
     def ref_logprobs(self, query, qmask, resp, rmask) -> torch.Tensor:
         t = self.cfg.generation.temperature
@@ -516,7 +528,7 @@ class PPOModule(pl.LightningModule):
         """Mean training-RM reward and KL to the reference on ``prompts`` (sampled as in training)."""
         if not prompts:
             return {}
-        self._eval_mode()
+        self._set_modes()
         bs = self.cfg.get("eval_batch_size", self.cfg.batch_size)
         scores, kls, lens = [], [], []
         for s in range(0, len(prompts), bs):
@@ -556,7 +568,7 @@ class PPOModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         c = self.cfg
         t0 = time.perf_counter()
-        self._eval_mode()
+        self._set_modes()
         ro = self.sample(batch)
         t_gen = time.perf_counter() - t0
         query, qmask, resp, rmask = ro["query"], ro["qmask"], ro["resp"], ro["rmask"]
@@ -742,7 +754,7 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
     if scorer is None:
         rm_path = resolve_reward_model_path(reward_model_path)
         scorer = RewardScorer(rm_path, policy_tokenizer=tok, policy_chat=enc_chat, batch_size=p.reward_batch_size,
-                              transform=p.reward_transform)
+                              transform=p.reward_transform, dtype=p.get("reward_dtype", "float32"))
         print(f"[ppo] reward model {rm_path} ({'fast path: shared tokenizer' if scorer.fast else 'decode + re-encode'})",
               flush=True)
     save_prompts(out / "eval_prompts.jsonl", eval_prompts)
