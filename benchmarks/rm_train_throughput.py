@@ -256,6 +256,13 @@ def main():
     acc_steps = min(acc_steps, epoch_steps)
     ser_steps = max(n_run, acc_steps)
     runs: dict[str, dict] = {}
+    acc0 = None
+    if acc_steps:
+        from ser.model import pair_accuracy
+
+        with section("test accuracy of the untrained model (reference)"):
+            acc0 = pair_accuracy(fresh_net(cfg, tok), dm.test, dm.pad_id, batch_size=cfg.loop.score_batch_size)
+            print(f"   untrained test accuracy: {acc0:.3f} on {len(dm.test)} pairs")
 
     for grouped in (True, False):
         b = "grouped" if grouped else "random"
@@ -291,6 +298,8 @@ def main():
         for label, gc_flag in variants:
             with section(f"TRL {trl_version} RewardTrainer ({label}), random batches, {n_run} steps"):
                 t = run_trl(cfg, tok, dm, n_run, args.batch_size, args.max_length, gc_flag)
+                print(f"   TRL kept {t['pairs_kept']} of {t['pairs_in']} pairs (drops pairs over max_length={args.max_length}); "
+                      f"gradient checkpointing {t['gradient_checkpointing']}, dropout disabled {t['disable_dropout']}, lr {t['lr']}")
                 runs[f"trl/{label}"] = {"variant": f"trl {label}", "batching": "random (TRL)",
                                         **window(t["times"], t["tokens"], t["pairs"], warmup, n_run),
                                         "fit_s": t["fit_s"], "pairs_in": t["pairs_in"], "pairs_kept": t["pairs_kept"],
@@ -333,7 +342,7 @@ def main():
         n = g["n_test"]
         se = math.sqrt(max(g["test_acc"] * (1 - g["test_acc"]) + r["test_acc"] * (1 - r["test_acc"]), 1e-12) / n)
         diff = g["test_acc"] - r["test_acc"]
-        acc = {"grouped": g["test_acc"], "random": r["test_acc"], "diff": diff, "se_diff": se, "n_test": n,
+        acc = {"untrained": acc0, "grouped": g["test_acc"], "random": r["test_acc"], "diff": diff, "se_diff": se, "n_test": n,
                "steps": g["acc_after_steps"]}
         checks.append(check_line("test accuracy grouped - random (no drop beyond 2 SE)", diff, -2 * se))
     payload = {"benchmark": NAME, "quick": args.quick, "machine": info,

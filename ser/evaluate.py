@@ -197,8 +197,11 @@ def _run_files(run: str | None) -> dict:
     if not (d / "ppo.json").exists():
         raise FileNotFoundError(f"{run}: no ppo.json (not a finished PPO stage folder)")
     info = json.loads((d / "ppo.json").read_text())
-    return {"policy": info.get("policy") or str(d / "policy"), "base": info["policy_start"],
-            "prompts": str(d / "eval_prompts.jsonl"), "reward_model": info.get("reward_model")}
+    policy = info.get("policy") or str(d / "policy")
+    meta_file = Path(policy) / "ser_policy.json"
+    return {"policy": policy, "base": info["policy_start"], "prompts": str(d / "eval_prompts.jsonl"),
+            "reward_model": info.get("reward_model"),
+            "meta": json.loads(meta_file.read_text()) if meta_file.exists() else {}}
 
 
 def _gen_kw(args, meta: dict) -> dict:
@@ -261,6 +264,7 @@ def cli_best_of_n(args) -> int:
     if not policy_src or not prompts_src:
         raise ValueError("missing --policy or --prompts (or pass --run PPO_RUN_DIR)")
     policy, tok, meta = load_policy(policy_src)
+    meta = meta or run.get("meta", {})  # e.g. the starting policy sampled as in the PPO run
     prompts = load_prompts(prompts_src)[: args.limit]
     res = best_of_n(policy, tok, args.reward_model, args.judge or args.reward_model, prompts, n=args.n,
                     tie_margin=args.tie_margin, **{k: v for k, v in _gen_kw(args, meta).items()})

@@ -85,6 +85,16 @@ def prompts_from_datamodule(dm) -> tuple[list[list[dict]], list[list[dict]]]:
     return train, eval_prompts
 
 
+def prompts_from_config(cfg: DictConfig) -> tuple[list[list[dict]], list[list[dict]]]:
+    """:func:`prompts_from_datamodule` for the run config ``cfg`` (same data, same seed, hence the
+    same splits as its SER run); the data module tokenises with the policy's tokenizer."""
+    from ser.data import PreferenceDataModule
+
+    dm = PreferenceDataModule(cfg.data, load_policy_tokenizer(cfg.ppo.policy), seed=cfg.seed)
+    dm.setup()
+    return prompts_from_datamodule(dm)
+
+
 def save_prompts(path: Path, prompts: Sequence[list[dict]]) -> Path:
     path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     return path
@@ -859,8 +869,6 @@ def plot_rewards(metrics_jsonl: str | Path, png: str | Path, title: str = "PPO: 
 
 def run_job(cfg: DictConfig) -> dict:
     """Prompts from the same data config and seed as the SER run, then :func:`run_ppo`."""
-    from ser.data import PreferenceDataModule
-
     if not cfg.ppo.get("enabled", True):
         raise PPOConfigError("ppo=none: pick a policy config, e.g. ppo=smollm2 (or ppo=tiny)")
     if not cfg.ppo.get("reward_model"):
@@ -868,10 +876,7 @@ def run_job(cfg: DictConfig) -> dict:
                              "a SER run folder, or a hub sequence-classification model)")
     validate_ppo(cfg.ppo)
     rm = resolve_reward_model_path(cfg.ppo.reward_model)
-    tok = load_policy_tokenizer(cfg.ppo.policy)
-    dm = PreferenceDataModule(cfg.data, tok, seed=cfg.seed)
-    dm.setup()
-    train, held_out = prompts_from_datamodule(dm)
+    train, held_out = prompts_from_config(cfg)
     print(f"[ppo] prompts: {len(train)} to train on (labeled + pool), {len(held_out)} held out (test)", flush=True)
     return run_ppo(cfg, rm, train, held_out)
 

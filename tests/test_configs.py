@@ -92,3 +92,14 @@ def test_bad_values_fail_early_naming_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         validate(compose([override]))
     assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=["hydra/launcher=slurm_gpu", "experiment=paper_hh_llama3_8b"],
+                            return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 8
+    assert cfg.trainer.accelerator == "gpu" and cfg.model.lora.r == 8

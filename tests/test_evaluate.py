@@ -91,10 +91,12 @@ def test_cli_evaluate_policy_on_a_ppo_run(tiny_ppo_run, capsys):
 def test_cli_best_of_n_and_a_clear_error(tiny_ppo_run, tmp_path, capsys):
     tmp, rm, _ = tiny_ppo_run
     out = tmp_path / "bon.json"
-    assert cli_main(["best-of-n", "--run", str(tmp / "run"), "--reward-model", str(rm), "--n", "3", "--limit", "3",
-                     "--out", str(out)]) == 0
+    # the starting policy (a conf/ppo option), the run's held-out prompts and sampling settings
+    assert cli_main(["best-of-n", "--run", str(tmp / "run"), "--policy", "tiny", "--reward-model", str(rm),
+                     "--n", "3", "--limit", "3", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["n"] == 3 and r["n_samples"] == 3 and r["losses"] == 0  # judge = selector by default
+    assert r["policy"] == "tiny" and r["sampling"]["max_new_tokens"] == 8
     capsys.readouterr()
     assert cli_main(["evaluate-policy", "--judge", str(rm)]) == 2
     err = capsys.readouterr().err.strip()

@@ -344,3 +344,39 @@ def test_handoff_from_a_finished_tiny_ser_run(tmp_path):
 def test_job_without_a_reward_model_fails_with_one_line(tmp_path):
     with pytest.raises(PPOConfigError, match="ppo.reward_model"):
         ppo.run_job(compose_ppo(tiny_ppo_overrides(), tmp_path))
+
+
+def test_python_m_ser_ppo_follow_up_job(tmp_path):
+    """The Hydra entry as a user runs it, on an exported reward-model folder (separate value model)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    rm = export_tiny_rm(tmp_path / "rm", "tiny")
+    data = write_pairs(tmp_path / "pairs.jsonl", n=60)
+    cmd = [sys.executable, "-m", "ser.ppo", "ppo=tiny", "model=tiny", f"data.files=[{data}]", "data.format=pairs",
+           "data.data_dir=null", "labeled_fraction=0.3", "ppo.steps=2", "ppo.eval_size=0", f"ppo.reward_model={rm}",
+           "ppo.value_model=separate",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'job'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads((tmp_path / "job" / "ppo" / "ppo.json").read_text())
+    assert res["steps"] == 2 and res["reward_model"] == str(rm) and "[ppo] 2 steps" in p.stdout
+    bad = subprocess.run(cmd[:-2] + ["ppo.lr=-1", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ppo.lr=-1")
+
+
+def test_cli_ppo_execs_ser_ppo(monkeypatch):
+    import sys
+
+    from ser import cli
+
+    calls = []
+    monkeypatch.setattr(cli.os, "execv", lambda exe, args: calls.append((exe, args)))
+    assert cli.main(["ppo", "ppo=tiny", "--cfg", "job"]) == 0
+    assert calls == [(sys.executable, [sys.executable, "-m", "ser.ppo", "ppo=tiny", "--cfg", "job"])]
+    assert {"ppo", "evaluate-policy", "best-of-n"} <= set(cli.COMMANDS)
