@@ -105,6 +105,7 @@ def machine_info(threads: int) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "loadavg_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     for mod in ("pytorch_lightning", "trl"):
         try:
@@ -253,6 +254,8 @@ def _clean(o: Any) -> Any:
 
 def write_results(name: str, payload: dict, quick: bool, out: Path | None = None) -> Path:
     path = results_path(name, quick, out)
+    if isinstance(payload.get("machine"), dict):  # another process busy during the run shows up here
+        payload["machine"]["loadavg_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_clean(payload), indent=2) + "\n")

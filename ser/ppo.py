@@ -472,7 +472,7 @@ class PPOModule(pl.LightningModule):
         self.value_head = nn.Linear(hidden, 1)
         nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden + 1))
         nn.init.zeros_(self.value_head.bias)
-        self.lora = hasattr(policy, "disable_adapter")
+        self.lora = hasattr(policy, "peft_config") and hasattr(policy, "disable_adapter")
         for m in (policy, value_backbone):
             if m is not None:
                 disable_dropout(m)
@@ -746,6 +746,11 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
     held = {_prompt_key(x) for x in eval_prompts}
     if any(_prompt_key(x) in held for x in train_prompts):
         raise ValueError("held-out (eval) prompts found among the PPO training prompts")
+    rm_path = None
+    if scorer is None:
+        if not reward_model_path:
+            raise PPOConfigError("no reward model for PPO: pass ppo.reward_model=PATH (or run PPO inside a SER run)")
+        rm_path = resolve_reward_model_path(reward_model_path)
     out.mkdir(parents=True, exist_ok=True)
     for f in ("ppo_metrics.jsonl", "samples.csv"):
         (out / f).unlink(missing_ok=True)
@@ -760,9 +765,7 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
     policy = apply_lora(policy, lora)
     value_backbone = build_policy(p.policy, tok, causal=False) if p.value_model == "separate" else None
     enc_chat = bool(p.policy.get("use_chat_template", True) and getattr(tok, "chat_template", None))
-    rm_path = None
     if scorer is None:
-        rm_path = resolve_reward_model_path(reward_model_path)
         scorer = RewardScorer(rm_path, policy_tokenizer=tok, policy_chat=enc_chat, batch_size=p.reward_batch_size,
                               transform=p.reward_transform, dtype=p.get("reward_dtype", "float32"))
         print(f"[ppo] reward model {rm_path} ({'fast path: shared tokenizer' if scorer.fast else 'decode + re-encode'})",
