@@ -78,7 +78,24 @@ def format_run_table(results: dict) -> str:
                                         f"{r['time_s']:.0f}"]) + " |")
     stops = [p["loops"][-1].get("stop") for p in results["phases"].values() if p["loops"]]
     lines.append(f"stopped by: {', '.join(str(s) for s in stops)}; wall time {results.get('wall_s', float('nan')):.0f} s")
+    lines.extend(time_breakdown(results))
     return "\n".join(lines)
+
+
+def time_breakdown(results: dict) -> list[str]:
+    """One line per phase: where the wall time went (load, tokenize, train/label per loop, evaluate, export)."""
+    out = []
+    for name, p in results["phases"].items():
+        t, loops = p.get("timings", {}), p["loops"]
+        train = [h["train_s"] for h in loops]
+        label = [h["label_s"] for h in loops if h.get("label_s") is not None]
+        evaluate = sum(h.get("eval_s", 0) for h in loops) - sum(label)
+        per = lambda xs: "/".join(f"{x:.0f}" for x in xs)  # noqa: E731
+        out.append(f"time {name}: load {t.get('data_load_s', 0):.1f} s, tokenize {t.get('tokenize_s', 0):.1f} s, "
+                   f"model {t.get('model_s', 0):.1f} s, train {sum(train):.0f} s ({per(train)})"
+                   + (f", label {sum(label):.0f} s ({per(label)})" if label else "")
+                   + f", evaluate {evaluate:.0f} s, export {t.get('export_s', 0):.1f} s")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
