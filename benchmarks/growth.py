@@ -12,8 +12,8 @@ line >= 0.99 over the sizes), tokenization happens once per run (no ``Formatter.
 during the loops, the repeated ``setup()`` costs ~0), and memory does not grow with the number of
 loops (RSS after the last loop - after the first <= 32 MiB at every size).
 
-Scale: MiniLM labels about 60-70 answers/s at 128 tokens on 2 cores, so 40k pairs (~68k answers)
-would take ~17 min per loop. The full mode therefore runs the size sweep with ``model=tiny`` (a
+Scale: MiniLM labels about 30-50 answers/s on 2 cores (31/s measured at 138 tokens on a loaded
+machine), so 40k pairs (~68k answers) would take 20-35 min per loop. The full mode therefore runs the size sweep with ``model=tiny`` (a
 2-layer random BERT with MiniLM's real tokenizer: the same data path, token ids and batching)
 at max_length 128, and MiniLM itself on the two small sizes (``--minilm-sizes``).
 

@@ -49,5 +49,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be >= 0 (a fraction < 1 or a step count)")
     if cfg.data.overlength not in ("truncate", "drop"):
         raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
+    if cfg.get("ppo") is not None and cfg.ppo.get("enabled"):
+        from ser.ppo import validate_ppo
+
+        validate_ppo(cfg.ppo)
     if not cfg.data.files and not cfg.data.hub_id:
         raise ConfigError("data.files and data.hub_id are both empty: name local files or a hub dataset")

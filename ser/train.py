@@ -171,6 +171,12 @@ def run(cfg: DictConfig) -> dict:
                "loop": OmegaConf.to_container(cfg.loop), "phases": {}}
     for name, pcfg in phases.items():
         results["phases"][name] = fit_phase(pcfg, out / name)
+    if cfg.ppo.get("enabled"):  # the hand-off: PPO of a policy with this run's final reward model
+        from ser.ppo import prompts_from_config, run_ppo
+
+        rm = cfg.ppo.reward_model or results["phases"][phase_name(cfg)]["export"]
+        train_prompts, eval_prompts = prompts_from_config(cfg)  # labeled + pool prompts / held-out test prompts
+        results["ppo"] = run_ppo(cfg, rm, train_prompts, eval_prompts)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     if rank_zero_only.rank != 0:  # under ddp every rank runs this function; one writes and prints
         return results

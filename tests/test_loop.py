@@ -150,3 +150,10 @@ def test_loop_options_restart_from_seed_no_seed_pairs_pool_kept(tmp_path):
     seed = torch.load(tmp_path / "run" / "ser" / "seed_weights.pt", weights_only=True)
     final = torch.load(tmp_path / "run" / "ser" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert set(f"net.{k}" for k in seed) == set(final)
+
+
+def test_ser_run_hands_its_reward_model_to_ppo(tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=120)
+    res = run(compose(tiny_overrides(data, "loop.max_loops=1", "ppo=tiny", "ppo.steps=2"), output_dir=tmp_path / "run"))
+    assert "ppo" in res
+    assert json.dumps(res["ppo"]).count(str(tmp_path / "run" / "ser" / "reward_model")) >= 1  # the SER model drove PPO
