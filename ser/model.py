@@ -319,19 +319,26 @@ def pair_accuracy(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id: i
     return float(np.mean(s[:n] > s[n:]))
 
 
-def export_reward_model(net, tokenizer, path: str | Path, extra: dict | None = None) -> Path:
-    """Save a plain Hugging Face folder (LoRA merged) loadable with ``AutoModelForSequenceClassification``."""
+def save_merged(net, tokenizer, path: str | Path, write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Save a plain Hugging Face folder (LoRA merged), written beside and renamed into place."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model = copy.deepcopy(net).cpu()
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "ser_reward.json").write_text(json.dumps(extra or {}, indent=2))
+    if write_extra is not None:
+        write_extra(tmp)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
     return path
+
+
+def export_reward_model(net, tokenizer, path: str | Path, extra: dict | None = None) -> Path:
+    """The reward model as a folder loadable with ``AutoModelForSequenceClassification``."""
+    unwrap(net).config.pad_token_id = tokenizer.pad_token_id
+    return save_merged(net, tokenizer, path,
+                       lambda d: (d / "ser_reward.json").write_text(json.dumps(extra or {}, indent=2)))

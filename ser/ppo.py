@@ -679,23 +679,13 @@ class PPOModule(pl.LightningModule):
 
 def save_policy(policy, tok, path: Path, value_head: nn.Module | None = None, meta: dict | None = None) -> Path:
     """A plain Hugging Face folder (LoRA merged), loadable with ``AutoModelForCausalLM``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    import shutil
+    from ser.model import save_merged
 
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = copy.deepcopy(policy).cpu()
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if value_head is not None:
-        torch.save(value_head.state_dict(), tmp / "value_head.pt")
-    (tmp / "ser_policy.json").write_text(json.dumps(meta or {}, indent=2))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path
+    def extra(d: Path) -> None:
+        if value_head is not None:
+            torch.save(value_head.state_dict(), d / "value_head.pt")
+        (d / "ser_policy.json").write_text(json.dumps(meta or {}, indent=2))
+    return save_merged(policy, tok, path, extra)
 
 
 def policy_source(pcfg: DictConfig) -> dict:
