@@ -55,3 +55,20 @@ def validate(cfg: DictConfig) -> None:
         validate_ppo(cfg.ppo)
     if not cfg.data.files and not cfg.data.hub_id:
         raise ConfigError("data.files and data.hub_id are both empty: name local files or a hub dataset")
+
+
+def run_reporting_errors(job, cfg: DictConfig):
+    """Run an entry point's job; bad configs, data or models end in one `error:` line and exit 2."""
+    import sys
+
+    import transformers
+
+    from ser.data import DataError
+    from ser.model import ModelNotFound
+
+    transformers.logging.set_verbosity_error()
+    try:
+        return job(cfg)
+    except (ConfigError, DataError, ModelNotFound) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -596,16 +596,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         columns = dict(c.columns) if c.get("columns") else None
         pairs, rep = load_pairs(c.files, c.format, c.get("data_dir"), c.get("hub_id"), c.get("hub_config"),
                                 c.get("hub_split", "train"), c.get("hub_data_dir"), c.get("limit"), columns)
-        test_pairs = None
+        test_pairs = trep = None
         if c.get("hub_test_split") and not c.files:
             test_pairs, trep = load_pairs(None, c.format, None, c.hub_id, c.get("hub_config"), c.hub_test_split,
                                           c.get("hub_data_dir"), None, columns)
-            rep.rows += trep.rows
-            rep.kept += trep.kept
-            rep.dropped.update(trep.dropped)
         elif c.get("test_files"):
             test_pairs, trep = load_pairs(c.test_files, c.format, c.get("data_dir"), columns=columns)
-            log.info("test files: %s", trep.line())
+        if trep is not None:  # the separate test split counts in the same load report
+            log.info("test split: %s", trep.line())
             rep.rows += trep.rows
             rep.kept += trep.kept
             rep.dropped.update(trep.dropped)

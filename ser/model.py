@@ -66,7 +66,7 @@ def gguf_to_hf(folder: Path, gguf_file: str, name: str) -> Path:
     out = cache_dir() / "models" / name
     if (out / "config.json").exists():
         return out
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s/%s to a cached HF copy at %s (once, ~15 s)", folder, gguf_file, out)
     lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -879,18 +878,9 @@ def main() -> None:
 
     @hydra.main(config_path="../conf", config_name="ppo_main", version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
-        import transformers
+        from ser.config import run_reporting_errors
 
-        from ser.data import DataError
-        from ser.model import ModelNotFound
-
-        transformers.logging.set_verbosity_error()
-        try:
-            res = run_job(cfg)
-        except (PPOConfigError, DataError, ModelNotFound) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        return res.get("reward_last_quarter")
+        return run_reporting_errors(run_job, cfg).get("reward_last_quarter")  # PPOConfigError is a ConfigError
 
     _main()
 

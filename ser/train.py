@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +22,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
-from ser.config import ConfigError, validate
-from ser.data import DataError, PreferenceDataModule
+from ser.config import run_reporting_errors, validate
+from ser.data import PreferenceDataModule
 from ser.loop import SERLoop
-from ser.model import ModelNotFound, RewardModel, build_hf_model, export_reward_model, load_tokenizer
+from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer
 from ser.report import format_run_table
 
 log = logging.getLogger("ser")
@@ -191,14 +190,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    try:
-        results = run(cfg)
-    except (ConfigError, DataError, ModelNotFound) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    results = run_reporting_errors(run, cfg)
     # the value a Hydra sweeper (e.g. Optuna) optimises: final test accuracy of the first phase
     first = next(iter(results["phases"].values()))
     return first["test_acc"]
