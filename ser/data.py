@@ -690,7 +690,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         c = self.cfg
         rank, world = self._rank_world()
         if c.group_by_length and len(pairs) > 0:
-            lengths = [len(a) + len(b) for a, b in pairs]
+            # chosen and rejected are padded together, so a pair costs its longer side
+            lengths = [max(len(a), len(b)) for a, b in pairs]
             batches = length_grouped_batches(lengths, c.batch_size, self.seed + epoch, shuffle, rank=rank, world_size=world)
         elif shuffle:
             batches = random_batches(len(pairs), c.batch_size, self.seed + epoch, rank, world)

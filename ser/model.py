@@ -156,7 +156,34 @@ def build_hf_model(mcfg: DictConfig, tokenizer):
             task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=OmegaConf.to_container(lora.target_modules) if lora.get("target_modules") else "all-linear",
             modules_to_save=[head]))
+    head_in_fp32(model)
     return model
+
+
+class _FP32Forward:
+    """A head's forward run outside autocast on fp32 inputs (picklable, unlike a closure)."""
+
+    def __init__(self, module: torch.nn.Module, forward: Callable):
+        self.module, self.forward = module, forward
+
+    def __call__(self, x, *args, **kwargs):
+        if not torch.is_autocast_enabled(x.device.type):
+            return self.forward(x, *args, **kwargs)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.forward(x.to(next(self.module.parameters()).dtype), *args, **kwargs)
+
+
+def head_in_fp32(model) -> None:
+    """Run the score head in the weights' dtype even under autocast (bf16-mixed).
+
+    The backbone gains from bf16; a bf16 reward keeps 2-3 significant digits, so close rewards
+    tie and the SER thresholds see a coarse grid (measured on the HH test pairs: 550 distinct
+    scores of 922, 3 ties). The head is one small matmul, so this costs nothing.
+    """
+    hf = unwrap(model)
+    head = getattr(hf, "score", None) if hasattr(hf, "score") else getattr(hf, "classifier", None)
+    if isinstance(head, torch.nn.Module) and not isinstance(head.forward, _FP32Forward):
+        head.forward = _FP32Forward(head, head.forward)
 
 
 def unwrap(model):

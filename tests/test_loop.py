@@ -78,6 +78,17 @@ def test_tiny_ser_run_learns_and_stops(tmp_path):
     assert again == json.loads((out / "results.json").read_text())
 
 
+def test_bf16_mixed_run_learns_and_labels_in_fine_steps(tmp_path):
+    # the main job's CPU precision: autocast for training and scoring, the score head in fp32
+    data = write_pairs(tmp_path / "pairs.jsonl", n=120)
+    res = run(compose(tiny_overrides(data, "loop.max_loops=1", "trainer.precision=bf16-mixed"), output_dir=tmp_path / "run"))
+    hist = res["phases"]["ser"]["loops"]
+    assert hist[0]["test_acc"] > 0.8 and hist[0]["kept"] > 0
+    scores = np.load(tmp_path / "run" / "ser" / "pool_scores_loop0.npz")
+    s = np.concatenate([scores["scores_a1"], scores["scores_a2"]])
+    assert len(np.unique(s)) > 0.9 * len(s)  # not on bf16's grid of ~3 significant digits
+
+
 def test_hidden_labels_never_reach_training(tmp_path, monkeypatch):
     """Shuffling the pool's hidden labels changes the reported precision, nothing else."""
     data = write_pairs(tmp_path / "pairs.jsonl", n=120)

@@ -42,6 +42,26 @@ def test_reward_alone_equals_reward_in_padded_batch(name):
     assert scored.tolist() == pytest.approx(alone, abs=1e-5)
 
 
+@pytest.mark.parametrize("name", ["tiny", "tiny_decoder"])
+def test_score_head_runs_in_fp32_under_bf16_autocast(name):
+    _, tok, net = tiny(name)
+    net.eval()
+    head = net.score if name == "tiny_decoder" else net.classifier
+    x = torch.randn(3, head.in_features)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(x.bfloat16())
+        plain = torch.nn.functional.linear(x.bfloat16(), head.weight, head.bias)
+    assert out.dtype == torch.float32 and plain.dtype == torch.bfloat16  # autocast would round the reward
+    assert out.ravel().tolist() == pytest.approx(head.forward.forward(x.bfloat16().float()).ravel().tolist(), abs=1e-6)
+    seqs = encode(tok, TEXTS)
+    fp32 = score_sequences(net, seqs, tok.pad_token_id)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = score_sequences(net, seqs, tok.pad_token_id)
+    assert bf16.tolist() == pytest.approx(fp32.tolist(), abs=0.05)
+    assert len(set(bf16.tolist())) == len(seqs)
+    assert "forward" not in " ".join(net.state_dict())  # the export and checkpoints are unchanged
+
+
 def test_decoder_reward_same_with_left_padding():
     _, tok, net = tiny("tiny_decoder")
     net.eval()
