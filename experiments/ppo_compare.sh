@@ -4,6 +4,10 @@
 # starting policy by the full-data reward model on held-out (test) prompts; best-of-4 sampling with
 # each reward model as the cheaper downstream use, judged the same way.
 # Usage (repo root, after `make install`):  bash experiments/ppo_compare.sh [SEED] [PPO_STEPS]
+#   RM_RUN=DIR   reuse the SER and full-data reward models of a finished main-job run (DIR/ser and
+#                DIR/full, e.g. outputs/ser_hh_minilm/experiment=ser_hh_minilm,seed=0) instead of
+#                training them again; the 15% seed model is always trained (max_loops=0).
+#   PPO_ARGS="..." extra Hydra overrides for the three PPO runs (e.g. fewer PPO epochs on a CPU).
 # Cost on 2 CPU cores: two reward-model runs (SER + full, then seed) and three PPO runs of
 # PPO_STEPS rollout batches (~40-60 s each with SmolLM2, see docs/ppo/README.md), plus evaluation.
 set -euo pipefail
@@ -19,7 +23,14 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 
 # 1. reward models: SER + full-data baseline in one run, the 15% seed model alone (no loop)
-$PY -m ser.train experiment=ser_hh_minilm seed=$SEED trainer.enable_progress_bar=false "hydra.run.dir=$OUT/rm_ser"
+if [[ -n "${RM_RUN:-}" ]]; then
+  [[ -d "$RM_RUN/ser/reward_model" && -d "$RM_RUN/full/reward_model" ]] || {
+    echo "ppo_compare: RM_RUN=$RM_RUN has no ser/reward_model and full/reward_model; run the main job first" >&2; exit 2; }
+  mkdir -p "$OUT/rm_ser"; ln -sfn "$(realpath "$RM_RUN/ser")" "$OUT/rm_ser/ser"; ln -sfn "$(realpath "$RM_RUN/full")" "$OUT/rm_ser/full"
+  cp "$RM_RUN/results.json" "$OUT/rm_ser/results.json"
+else
+  $PY -m ser.train experiment=ser_hh_minilm seed=$SEED trainer.enable_progress_bar=false "hydra.run.dir=$OUT/rm_ser"
+fi
 $PY -m ser.train experiment=ser_hh_minilm seed=$SEED loop.max_loops=0 compare_full=false \
   trainer.enable_progress_bar=false "hydra.run.dir=$OUT/rm_seed"
 declare -A RM=([seed]=$OUT/rm_seed/seed/reward_model [ser]=$OUT/rm_ser/ser/reward_model [full]=$OUT/rm_ser/full/reward_model)
@@ -29,7 +40,7 @@ t1=$(date +%s)
 # 2. PPO with each reward model (same data split and seed: trains on labeled + pool prompts only)
 for name in seed ser full; do
   $PY -m ser.ppo experiment=ppo_hh_smollm2 seed=$SEED ppo.steps=$STEPS "ppo.reward_model='${RM[$name]}'" \
-    trainer.enable_progress_bar=false "hydra.run.dir=$OUT/ppo_$name"
+    trainer.enable_progress_bar=false "hydra.run.dir=$OUT/ppo_$name" ${PPO_ARGS:-}
 done
 t2=$(date +%s)
 

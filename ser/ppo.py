@@ -398,6 +398,7 @@ def validate_ppo(p: DictConfig) -> None:
     for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_prompt_length", "generation.max_new_tokens",
                 "reward_batch_size"):
         num(key, 1, integer=True)
+    num("checkpoint_every", 0, integer=True)
     num("eval_size", 0, integer=True)
     num("lr", 0, lo_open=True)
     num("generation.temperature", 0, lo_open=True)
@@ -428,25 +429,30 @@ def validate_ppo(p: DictConfig) -> None:
 # --------------------------------------------------------------------------------------------
 
 class PromptBatches(torch.utils.data.Sampler):
-    """Exactly ``steps`` batches of prompt indices, reshuffled at every pass over the prompts."""
+    """Batches ``start .. start + count - 1`` of one fixed sequence of ``steps`` prompt-index batches,
+    reshuffled at every pass over the prompts (PPO runs one batch per epoch, so that a resumed run
+    continues the same sequence)."""
 
-    def __init__(self, n: int, batch_size: int, steps: int, seed: int):
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0, count: int | None = None):
         self.n, self.bs, self.steps, self.seed = n, batch_size, steps, seed
+        self.start = start
+        self.count = steps - start if count is None else count
 
     def __iter__(self):
         rng = random.Random(self.seed)
         order: list[int] = []
-        for _ in range(self.steps):
+        for step in range(self.start + self.count):
             batch = []
             while len(batch) < self.bs:
                 if not order:
                     order = list(range(self.n))
                     rng.shuffle(order)
                 batch.append(order.pop())
-            yield batch
+            if step >= self.start:
+                yield batch
 
     def __len__(self) -> int:
-        return self.steps
+        return self.count
 
 
 class PPOModule(pl.LightningModule):
@@ -557,14 +563,31 @@ class PPOModule(pl.LightningModule):
                                  weight_decay=self.cfg.get("weight_decay", 0.0))
 
     def train_dataloader(self):
+        # one rollout batch per epoch (reloaded every epoch): checkpoints fall between rollout steps
         return torch.utils.data.DataLoader(
             self.prompts, batch_sampler=PromptBatches(len(self.prompts), self.cfg.batch_size, self.cfg.steps,
-                                                      int(self.cfg.get("seed", 0) or 0)),
-            collate_fn=lambda b: b)
+                                                      int(self.cfg.get("seed", 0) or 0), start=self.current_epoch,
+                                                      count=1),
+            collate_fn=_identity)
+
+    # -- checkpointed state (weights and optimizer: Lightning) -----------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ppo_state"] = {"history": self.history, "samples": self.samples, "eval_before": self.eval_before,
+                                   "kl_ctl": dict(vars(self.kl_ctl))}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        st = checkpoint["ppo_state"]
+        self.history, self.samples, self.eval_before = st["history"], st["samples"], st["eval_before"]
+        vars(self.kl_ctl).update(st["kl_ctl"])
+        if self.out_dir is not None:  # drop rows of steps after the checkpoint: they run again
+            (self.out_dir / "ppo_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            if (self.out_dir / "samples.csv").exists():
+                with open(self.out_dir / "samples.csv", "w", newline="") as f:
+                    csv.writer(f).writerows([["step", "prompt", "response", "reward"], *self.samples])
 
     def on_train_start(self) -> None:
         n = self.cfg.get("eval_size", 0)
-        if n and self.eval_prompts:
+        if n and self.eval_prompts and self.eval_before is None:
             torch.manual_seed(int(self.cfg.get("seed", 0) or 0) + 12345)
             self.eval_before = self.evaluate_reward(self.eval_prompts[:n])
 
@@ -577,6 +600,9 @@ class PPOModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         c = self.cfg
         t0 = time.perf_counter()
+        step = len(self.history)  # 0-based rollout step
+        # sampling and minibatch order depend on (seed, step) only: a resumed run draws the same
+        torch.manual_seed(int(c.get("seed", 0) or 0) * 1000003 + step)
         self._set_modes()
         ro = self.sample(batch)
         t_gen = time.perf_counter() - t0
@@ -598,7 +624,7 @@ class PPOModule(pl.LightningModule):
         t_score = time.perf_counter() - t0 - t_gen
         opt = self.optimizers()
         stats = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl")}
-        gen = torch.Generator().manual_seed(int(c.get("seed", 0) or 0) * 100003 + batch_idx)
+        gen = torch.Generator().manual_seed(int(c.get("seed", 0) or 0) * 100003 + step)
         for _ in range(c.ppo_epochs):
             perm = torch.randperm(B, generator=gen)
             for s in range(0, B, c.minibatch_size):
@@ -626,7 +652,7 @@ class PPOModule(pl.LightningModule):
         self.kl_ctl.update(mean_kl, B)
         lengths = rmask.sum(1).float()
         row = {
-            "step": len(self.history) + 1,
+            "step": step + 1,
             "reward": float(raw.mean()), "reward_std": float(raw.std()) if B > 1 else 0.0,
             "kl": mean_kl, "kl_coef": kl_coef,
             "entropy": float(rl.masked_mean(ent, rmask)),
@@ -741,8 +767,11 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
             raise PPOConfigError("no reward model for PPO: pass ppo.reward_model=PATH (or run PPO inside a SER run)")
         rm_path = resolve_reward_model_path(reward_model_path)
     out.mkdir(parents=True, exist_ok=True)
-    for f in ("ppo_metrics.jsonl", "samples.csv"):
-        (out / f).unlink(missing_ok=True)
+    last = out / "checkpoints" / "last.ckpt"
+    resume = last if last.exists() else None
+    if resume is None:
+        for f in ("ppo_metrics.jsonl", "samples.csv"):
+            (out / f).unlink(missing_ok=True)
     seed = int(cfg.get("seed", 0) or 0)
     pl.seed_everything(seed, workers=True, verbose=False)
     t_start = time.perf_counter()
@@ -769,13 +798,24 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
                        eval_prompts=eval_prompts, out_dir=out)
     t_setup = time.perf_counter() - t_start
     tc = cfg.get("trainer") or {}
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from ser.train import AtomicCheckpointIO
+
+    every = int(p.get("checkpoint_every", 0) or 0)
+    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                 every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
+                 ] if every else []
     trainer = pl.Trainer(
-        accelerator=p.get("accelerator") or tc.get("accelerator", "auto"), devices=1, max_epochs=1,
-        precision=p.get("precision", "32-true"), logger=_make_logger(cfg, out), enable_checkpointing=False,
+        accelerator=p.get("accelerator") or tc.get("accelerator", "auto"), devices=1, max_epochs=p.steps,
+        precision=p.get("precision", "32-true"), logger=_make_logger(cfg, out), enable_checkpointing=bool(every),
+        callbacks=callbacks, plugins=[AtomicCheckpointIO()], reload_dataloaders_every_n_epochs=1,
         enable_progress_bar=bool(tc.get("enable_progress_bar", True)), enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0, default_root_dir=str(out))
+    if resume is not None:
+        print(f"[ppo] resuming from {resume}", flush=True)
     t0 = time.perf_counter()
-    trainer.fit(module)
+    trainer.fit(module, ckpt_path=str(resume) if resume else None)
     t_fit = time.perf_counter() - t0
     hist = module.history
     summary = {
@@ -813,12 +853,18 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
     tmp = done.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, done)
+    if last.exists():  # a finished stage is never run again: its resume point is only disk (policy + optimizer)
+        last.unlink()
     ea, eb = module.eval_after or {}, module.eval_before or {}
     print(f"[ppo] {len(hist)} steps, {summary['time_per_step_s']} s/step; train reward {summary['reward_first_quarter']:.4f} "
           f"(first quarter) -> {summary['reward_last_quarter']:.4f} (last quarter)"
           + (f"; held-out reward {eb.get('reward', float('nan')):.4f} -> {ea.get('reward', float('nan')):.4f}, "
              f"KL {ea.get('kl', float('nan')):.3f}" if ea else "") + f"; policy: {summary.get('policy')}", flush=True)
     return summary
+
+
+def _identity(batch):
+    return batch
 
 
 def _mean(xs):
