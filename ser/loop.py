@@ -71,7 +71,8 @@ class SERLoop(Callback):
         with trainer.precision_plugin.forward_context():  # bf16-mixed scores under autocast, as it trains
             return score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size,
                                    device=module.device, rank=trainer.global_rank, world_size=trainer.world_size,
-                                   gather=trainer.strategy.all_gather, progress=True)
+                                   gather=trainer.strategy.all_gather,
+                                   progress=trainer.progress_bar_callback is not None)
 
     def _pair_acc(self, trainer, module, pairs) -> float:
         s = self._score(trainer, module, [a for a, _ in pairs] + [b for _, b in pairs])

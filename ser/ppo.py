@@ -534,7 +534,9 @@ class PPOModule(pl.LightningModule):
         resp_ids = [r[m.bool()].tolist() for r, m in zip(resp.cpu(), rmask.cpu())]
         texts = [self.tok.decode([t for t in ids if t != self.tok.eos_token_id], skip_special_tokens=True).strip()
                  for ids in resp_ids]
+        t0 = time.perf_counter()
         scores = self.scorer(list(prompts), texts, [self._prompt_ids(m, full=True) for m in prompts], resp_ids)
+        self._reward_s = time.perf_counter() - t0
         return {"query": query, "qmask": qmask, "resp": resp, "rmask": rmask, "texts": texts, "resp_ids": resp_ids,
                 "scores": torch.as_tensor(scores, dtype=torch.float32).reshape(-1).to(self.device)}
 
@@ -621,7 +623,8 @@ class PPOModule(pl.LightningModule):
             adv, returns = rl.gae(rewards, old_values, rmask, c.gamma, c.lam)
             if c.get("whiten_advantages", True):
                 adv = rl.masked_whiten(adv, rmask) * rmask
-        t_score = time.perf_counter() - t0 - t_gen
+        t_forward = time.perf_counter() - t0 - t_gen
+        t_reward = getattr(self, "_reward_s", 0.0)
         opt = self.optimizers()
         stats = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "value_clipfrac", "approx_kl")}
         gen = torch.Generator().manual_seed(int(c.get("seed", 0) or 0) * 100003 + step)
@@ -659,7 +662,10 @@ class PPOModule(pl.LightningModule):
             "response_length": float(lengths.mean()),
             "non_score_reward": float((-kl_coef * kl).sum(1).mean()),
             **{k: sum(v) / max(1, len(v)) for k, v in stats.items()},
-            "time_generate_s": round(t_gen, 3), "time_score_s": round(t_score, 3),
+            # phases: sampling, reward-model scoring, no-grad forwards (log-probs, reference, values, GAE),
+            # the PPO minibatch updates
+            "time_generate_s": round(t_gen - t_reward, 3), "time_reward_s": round(t_reward, 3),
+            "time_forward_s": round(t_forward, 3), "time_update_s": round(time.perf_counter() - t0 - t_gen - t_forward, 3),
             "time_step_s": round(time.perf_counter() - t0, 3),
         }
         self.history.append(row)
@@ -835,6 +841,8 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
         "n_train_prompts": len(train_prompts),
         "n_eval_prompts": len(eval_prompts),
         "time_per_step_s": round(_mean([h["time_step_s"] for h in hist]) or 0.0, 2),
+        "time_per_step_phases_s": {k: round(_mean([h.get(f"time_{k}_s") for h in hist]) or 0.0, 2)
+                                   for k in ("generate", "reward", "forward", "update")},
         "timings": {"setup_s": round(t_setup, 2), "fit_s": round(t_fit, 2)},
         "config": OmegaConf.to_container(p, resolve=True),
     }
