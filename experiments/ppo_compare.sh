@@ -8,6 +8,8 @@
 #                DIR/full, e.g. outputs/ser_hh_minilm/experiment=ser_hh_minilm,seed=0) instead of
 #                training them again; the 15% seed model is always trained (max_loops=0).
 #   PPO_ARGS="..." extra Hydra overrides for the three PPO runs (e.g. fewer PPO epochs on a CPU).
+#   RM_ARGS="..."  extra Hydra overrides for the reward-model runs (e.g. trainer.precision=32-true to
+#                match an RM_RUN trained in fp32).
 # Cost on 2 CPU cores: two reward-model runs (SER + full, then seed) and three PPO runs of
 # PPO_STEPS rollout batches (~40-60 s each with SmolLM2, see docs/ppo/README.md), plus evaluation.
 set -euo pipefail
@@ -29,10 +31,10 @@ if [[ -n "${RM_RUN:-}" ]]; then
   mkdir -p "$OUT/rm_ser"; ln -sfn "$(realpath "$RM_RUN/ser")" "$OUT/rm_ser/ser"; ln -sfn "$(realpath "$RM_RUN/full")" "$OUT/rm_ser/full"
   cp "$RM_RUN/results.json" "$OUT/rm_ser/results.json"
 else
-  $PY -m ser.train experiment=ser_hh_minilm seed=$SEED trainer.enable_progress_bar=false "hydra.run.dir=$OUT/rm_ser"
+  $PY -m ser.train experiment=ser_hh_minilm seed=$SEED trainer.enable_progress_bar=false "hydra.run.dir=$OUT/rm_ser" ${RM_ARGS:-}
 fi
 $PY -m ser.train experiment=ser_hh_minilm seed=$SEED loop.max_loops=0 compare_full=false \
-  trainer.enable_progress_bar=false "hydra.run.dir=$OUT/rm_seed"
+  trainer.enable_progress_bar=false "hydra.run.dir=$OUT/rm_seed" ${RM_ARGS:-}
 declare -A RM=([seed]=$OUT/rm_seed/seed/reward_model [ser]=$OUT/rm_ser/ser/reward_model [full]=$OUT/rm_ser/full/reward_model)
 JUDGE=${RM[full]}
 t1=$(date +%s)
