@@ -213,6 +213,10 @@ def test_tiny_policy_learns_a_deterministic_reward(tmp_path):
     assert first < 0.7 and last > first + 0.15 and last > 0.6, rewards
     for k in ("kl", "entropy", "clipfrac", "value_loss", "approx_kl", "response_length", "policy_loss", "kl_coef"):
         assert all(isinstance(r[k], float) for r in rows), k
+    for r in rows:  # the step's time, broken down by phase
+        phases = [r[f"time_{k}_s"] for k in ("generate", "reward", "forward", "update")]
+        assert all(t >= 0 for t in phases) and sum(phases) == pytest.approx(r["time_step_s"], abs=0.01)
+    assert set(res["time_per_step_phases_s"]) == {"generate", "reward", "forward", "update"}
     assert all(r["kl_coef"] == 0.05 for r in rows)  # fixed controller
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # first rollout: the policy is the reference
     assert rows[-1]["kl"] > 0.1  # it moved away from the reference
