@@ -43,6 +43,8 @@ def validate(cfg: DictConfig) -> None:
     for key, lo in (("loop.max_loops", 0), ("loop.epochs_per_loop", 1), ("loop.score_batch_size", 1),
                     ("data.batch_size", 1), ("data.max_length", 8), ("seed", 0)):
         _positive_int(cfg, key, lo)
+    if cfg.get("float32_matmul_precision", "high") not in ("highest", "high", "medium"):
+        raise ConfigError(f"float32_matmul_precision='{cfg.float32_matmul_precision}' must be highest, high or medium")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0")
     if cfg.optim.warmup_steps < 0:

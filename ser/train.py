@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -87,6 +88,8 @@ def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
         return json.loads(done.read_text())
     phase_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():  # TF32 for fp32 matmuls (the weights and fp32 ops under bf16-mixed)
+        torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "high"))
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(cfg.model)
     dm = PreferenceDataModule(cfg.data, tokenizer, seed=cfg.seed)

@@ -87,6 +87,7 @@ def test_thresholds_defaults_are_the_papers():
     ("data.batch_size=0", "data.batch_size"),
     ("optim.lr=0", "optim.lr"),
     ("data.val_fraction=0.85", "val_fraction"),
+    ("float32_matmul_precision=tf32", "float32_matmul_precision"),
 ])
 def test_bad_values_fail_early_naming_the_key(override, key):
     with pytest.raises(ConfigError) as e:
