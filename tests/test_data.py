@@ -844,3 +844,23 @@ def test_datamodule_test_files(tmp_path, minilm):
     # prompt 0 has 2 pairs in train: both removed from the other splits
     assert m.counts()["labeled"] + m.counts()["pool"] + m.counts()["val"] == 38
     assert (m.load_report.rows, m.load_report.kept, dict(m.load_report.dropped)) == (43, 42, {"identical": 1})
+
+
+def test_gc_paused_restores_the_collector_even_on_error():
+    import gc
+
+    from ser.data import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()
