@@ -75,4 +75,19 @@ for name, run, phase in (("15% seed", "rm_seed", "seed"), ("SER", "rm_ser", "ser
           f"| {b['win_rate']:.2f} / {b['tie_rate']:.2f} / {b['loss_rate']:.2f} | {p['time_per_step_s']} |")
 print(f"\nwall time: reward models {sys.argv[2]} s, PPO {sys.argv[3]} s, evaluation {sys.argv[4]} s "
       f"(n = {e['n']} held-out prompts per policy)")
+# the three training-reward curves side by side (each under its own reward model, so compare shapes)
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+for name, key in (("15% seed", "seed"), ("SER", "ser"), ("full data", "full")):
+    rows = [json.loads(x) for x in (out / f"ppo_{key}" / "ppo" / "ppo_metrics.jsonl").read_text().splitlines() if x.strip()]
+    r = [x["reward"] for x in rows]
+    sd = (sum((v - sum(r) / len(r)) ** 2 for v in r) / max(1, len(r) - 1)) ** 0.5 or 1.0
+    ax[0].plot([x["step"] for x in rows], [(v - r[0]) / sd for v in r], "o-", alpha=0.7, label=name)
+    ax[1].plot([x["step"] for x in rows], [x["kl"] for x in rows], "o-", alpha=0.7, label=name)
+ax[0].set_xlabel("PPO step"); ax[0].set_ylabel("training RM reward - step 1 (in run std)")
+ax[1].set_xlabel("PPO step"); ax[1].set_ylabel("KL to reference (per sequence)")
+ax[0].legend(); fig.tight_layout(); fig.savefig(out / "reward_curves.png", dpi=120)
+print(f"plot: {out / 'reward_curves.png'}")
 PYEOF
