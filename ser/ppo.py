@@ -506,6 +506,7 @@ class PPOModule(pl.LightningModule):
         return self._prompt_cache[key]
 
     def on_fit_start(self) -> None:
+        self._set_modes()  # from_pretrained hands models back in eval mode
         if self.ref_policy is not None:
             self.ref_policy.to(self.device)
         if hasattr(self.scorer, "to"):
