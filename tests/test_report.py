@@ -155,6 +155,7 @@ def test_aggregate_by_hand(sweep):
     assert g["gain"]["mean"] == pytest.approx((0.10 + 0.07) / 2)
     assert g["gap_closed"]["mean"] == pytest.approx(0.425)
     assert g["gap_closed"]["std"] == pytest.approx(0.15 / math.sqrt(2))
+    assert g["gap_closed_of_means"] == pytest.approx(0.085 / 0.20)  # mean gain / mean full-data gain
     assert [s["mean"] for s in g["loop_acc"]] == pytest.approx([0.61, 0.655, 0.695])
     assert g["loop_acc"][1]["std"] == pytest.approx(0.01 / math.sqrt(2))
     other = groups[1]
@@ -170,7 +171,7 @@ def test_markdown_table1_and_unfinished(sweep):
     assert "| 15% seed | 61.00 ± 1.41 (2) |" in md
     assert "| SER final | 69.50 ± 0.71 (2) | +8.50 ± 2.12 (2) |" in md
     assert "| full 100% | 81.00 ± 1.41 (2) |" in md
-    assert "gap closed: 42.50 ± 10.61 (2)%" in md
+    assert "gap closed: 42.5% of the mean gap (per run: 50%, 35%)" in md  # 0.085 / 0.20
     assert "## Unfinished runs" in md
     assert "late/3 (loop.max_loops=5,seed=3): no results.json; 2 loops logged" in md
     assert "EASY>HARD" in md and "COMBINED>STOP" in md
