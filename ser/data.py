@@ -573,8 +573,8 @@ class FixedBatches(Sampler):
 @contextmanager
 def gc_paused():
     """Cyclic garbage collection off for a block that only allocates (token-id lists): each full
-    collection walks every live object, so with collection on, tokenizing grows faster than linearly
-    with the data (measured: 5k AlpacaEval pairs tokenized in 3.8 s with it, 2.0 s without)."""
+    collection walks every live object, so it costs more the more is loaded (measured: 5k
+    AlpacaEval pairs tokenized in 3.8 s with it, 2.0 s without; less memory at the end, too)."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -628,7 +628,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         t1 = time.perf_counter()
         fmt = Formatter(self.tokenizer, c.max_length, c.template, c.use_chat_template, c.overlength)
         self.cut = Counter()
-        with gc_paused():  # millions of new small lists: full collections would make this superlinear
+        with gc_paused():  # millions of new small lists, nothing to collect
             self.labeled = self._encode_pairs(fmt, self.splits.labeled, "chosen", "rejected", "labeled")
             self.val = self._encode_pairs(fmt, self.splits.val, "chosen", "rejected", "val")
             self.test = self._encode_pairs(fmt, self.splits.test, "chosen", "rejected", "test")
