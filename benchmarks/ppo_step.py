@@ -75,26 +75,16 @@ def work_overrides(args, steps: int, value_model: str) -> list[str]:
 
 
 def same_tokenizer_rm(cfg, folder: Path) -> Path:
-    """A sequence-classification model on the policy's backbone and tokenizer, exported as ser does."""
+    """A sequence-classification model on the policy's backbone and tokenizer, exported as ser does
+    (``build_hf_model`` takes the policy config as it is: hub id or offline copy, or random init)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    from ser.model import export_reward_model, resolve_pretrained
+    from ser.model import build_hf_model, export_reward_model
     from ser.ppo import load_policy_tokenizer
 
-    pc = cfg.ppo.policy
-    tok = load_policy_tokenizer(pc)
+    tok = load_policy_tokenizer(cfg.ppo.policy)
     torch.manual_seed(0)
-    if pc.get("random_init"):
-        from omegaconf import OmegaConf
-        from transformers import AutoConfig
-
-        mcfg = AutoConfig.for_model(**OmegaConf.to_container(pc.config, resolve=True), vocab_size=len(tok),
-                                    num_labels=1, pad_token_id=tok.pad_token_id)
-        net = AutoModelForSequenceClassification.from_config(mcfg)
-    else:
-        net = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained(pc), num_labels=1)
-    net.config.pad_token_id = tok.pad_token_id
+    net = build_hf_model(cfg.ppo.policy, tok)
     return export_reward_model(net, tok, folder, {"use_chat_template": True, "max_length": 512})
 
 

@@ -455,6 +455,9 @@ class PromptBatches(torch.utils.data.Sampler):
         return self.count
 
 
+SAMPLE_COLUMNS = ["step", "prompt", "response", "reward"]  # samples.csv and the logger's sample table
+
+
 class PPOModule(pl.LightningModule):
     """PPO for a causal LM; ``training_step`` = one rollout batch + ``ppo_epochs`` minibatch passes.
 
@@ -586,7 +589,7 @@ class PPOModule(pl.LightningModule):
             (self.out_dir / "ppo_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
             if (self.out_dir / "samples.csv").exists():
                 with open(self.out_dir / "samples.csv", "w", newline="") as f:
-                    csv.writer(f).writerows([["step", "prompt", "response", "reward"], *self.samples])
+                    csv.writer(f).writerows([SAMPLE_COLUMNS, *self.samples])
 
     def on_train_start(self) -> None:
         n = self.cfg.get("eval_size", 0)
@@ -687,7 +690,7 @@ class PPOModule(pl.LightningModule):
         rows = [[step, render_plain_prompt(p)[-300:], t, round(float(s), 4)]
                 for p, t, s in list(zip(prompts, texts, scores.tolist()))[:n]]
         self.samples.extend(rows)
-        cols = ["step", "prompt", "response", "reward"]
+        cols = SAMPLE_COLUMNS
         logger = self.logger
         if logger is not None and hasattr(logger, "log_table"):
             try:
@@ -805,14 +808,10 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
                        eval_prompts=eval_prompts, out_dir=out)
     t_setup = time.perf_counter() - t_start
     tc = cfg.get("trainer") or {}
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from ser.train import AtomicCheckpointIO
+    from ser.train import AtomicCheckpointIO, last_checkpoint
 
     every = int(p.get("checkpoint_every", 0) or 0)
-    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                 every_n_epochs=every, save_on_train_epoch_end=True, enable_version_counter=False)
-                 ] if every else []
+    callbacks = [last_checkpoint(out / "checkpoints", every)] if every else []
     trainer = pl.Trainer(
         accelerator=p.get("accelerator") or tc.get("accelerator", "auto"), devices=1, max_epochs=p.steps,
         precision=p.get("precision", "32-true"), logger=_make_logger(cfg, out), enable_checkpointing=bool(every),

@@ -58,6 +58,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+def last_checkpoint(dirpath: Path, every_n_epochs: int = 1) -> ModelCheckpoint:
+    """One file, ``last.ckpt``, rewritten at every ``every_n_epochs``-th train-epoch end *after* the
+    other callbacks (Lightning runs checkpoint callbacks last), so it always holds the loop state
+    that matches its weights. (save_last=True with save_top_k=0 would write nothing until the end of
+    training.) Pair it with :class:`AtomicCheckpointIO`."""
+    return ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, save_last=False,
+                           every_n_epochs=every_n_epochs, save_on_train_epoch_end=True, enable_version_counter=False)
+
+
 def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
@@ -100,11 +109,7 @@ def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
     module = RewardModel(build_hf_model(cfg.model, tokenizer), cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
     loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, cfg.loop.score_batch_size)
-    # One file, rewritten at every epoch end *after* the SER callback (Lightning runs checkpoint
-    # callbacks last), so it always holds the loop state that matches its weights. (save_last=True
-    # with save_top_k=0 would write nothing until the end of training.)
-    ckpt = ModelCheckpoint(dirpath=phase_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                           save_last=False, every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    ckpt = last_checkpoint(phase_dir / "checkpoints")  # written after the SER callback, every epoch
     trainer: pl.Trainer = instantiate(
         cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, ckpt], logger=make_logger(cfg, phase_dir),
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, num_sanity_val_steps=0,
