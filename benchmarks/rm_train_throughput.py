@@ -61,7 +61,8 @@ def load_work(args):
     from ser.model import load_tokenizer
 
     cfg = compose([f"model={args.model}", f"data={args.data}", "labeled_fraction=1.0", f"seed={args.seed}",
-                   f"data.max_length={args.max_length}", f"data.batch_size={args.batch_size}"])
+                   f"data.max_length={args.max_length}", f"data.batch_size={args.batch_size}",
+                   "trainer.precision=32-true"])  # fp32 like the raw loop and TRL (precision.py compares bf16)
     tok = load_tokenizer(cfg.model)
     dm = PreferenceDataModule(cfg.data, tok, seed=cfg.seed)
     with Timer() as t:

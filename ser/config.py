@@ -6,7 +6,12 @@ from omegaconf import DictConfig
 from ser.data import check_fraction
 from ser.losses import LOSSES
 from ser.loop import thresholds_from_config
+from ser.progress import LINE_MODES
 from ser.status import SCALE_MODES
+
+# trainer.precision: auto (ser.precision decides from the hardware) or a Lightning value
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
 
 
 class ConfigError(ValueError):
@@ -43,6 +48,13 @@ def validate(cfg: DictConfig) -> None:
     for key, lo in (("loop.max_loops", 0), ("loop.epochs_per_loop", 1), ("loop.score_batch_size", 1),
                     ("data.batch_size", 1), ("data.max_length", 8), ("seed", 0)):
         _positive_int(cfg, key, lo)
+    if str(cfg.trainer.get("precision", "auto")) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision='{cfg.trainer.precision}' must be one of {', '.join(PRECISIONS)}")
+    if cfg.get("progress") is not None:
+        if cfg.progress.lines not in LINE_MODES:
+            raise ConfigError(f"progress.lines='{cfg.progress.lines}' must be one of {', '.join(LINE_MODES)}")
+        if not isinstance(cfg.progress.every_s, (int, float)) or cfg.progress.every_s <= 0:
+            raise ConfigError(f"progress.every_s={cfg.progress.every_s!r} must be a number of seconds > 0")
     if cfg.get("float32_matmul_precision", "high") not in ("highest", "high", "medium"):
         raise ConfigError(f"float32_matmul_precision='{cfg.float32_matmul_precision}' must be highest, high or medium")
     if cfg.optim.lr <= 0:

@@ -715,8 +715,11 @@ class PreferenceDataModule(pl.LightningDataModule):
         else:
             batches = shard_batches([list(range(s, min(s + c.batch_size, len(pairs))))
                                      for s in range(0, len(pairs), c.batch_size)], rank, world)
+        # a generator of its own: creating the loader's iterator draws a base seed, which from the
+        # global RNG would shift the dropout masks depending on when Lightning creates it (a resumed
+        # run creates its first iterator before the epoch's re-seeding, an uninterrupted one after)
         return DataLoader(pairs, batch_sampler=FixedBatches(batches), collate_fn=PairCollator(self.pad_id),
-                          num_workers=c.num_workers)
+                          num_workers=c.num_workers, generator=torch.Generator().manual_seed(self.seed + epoch))
 
     @property
     def pad_id(self) -> int:
@@ -730,8 +733,3 @@ class PreferenceDataModule(pl.LightningDataModule):
             raise DataError("no training pairs: the labeled split is empty and nothing was selected")
         return self._loader(pairs, shuffle=True, epoch=epoch)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, shuffle=False)

@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import Callback
 
 from ser import status as st
 from ser.model import score_sequences
+from ser.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,17 @@ def thresholds_from_config(cfg) -> st.Thresholds:
                          min_count=cfg.min_count, rule=cfg.rule)
 
 
+def chosen_wins(scores: np.ndarray) -> float:
+    """Pairwise accuracy of ``[chosen..., rejected...]`` scores: the share where chosen is higher."""
+    n = len(scores) // 2
+    return float(np.mean(scores[:n] > scores[n:])) if n else float("nan")
+
+
 class SERLoop(Callback):
     """Drives the loops; ``history`` holds one diagnostics dict per loop (loop 0 = seed)."""
 
-    def __init__(self, loop_cfg, thresholds_cfg, seed: int, out_dir: str | Path, eval_batch_size: int = 64):
+    def __init__(self, loop_cfg, thresholds_cfg, seed: int, out_dir: str | Path, eval_batch_size: int = 64,
+                 progress: Progress | None = None, phase: str = "ser"):
         self.cfg = loop_cfg
         self.th = thresholds_from_config(thresholds_cfg)
         self.centring = thresholds_cfg.centring
@@ -43,6 +51,8 @@ class SERLoop(Callback):
         self.seed = seed
         self.out_dir = Path(out_dir)
         self.eval_batch_size = eval_batch_size
+        self.progress = progress or Progress(enabled=False)
+        self.phase = phase
         # state (checkpointed)
         self.loop = 0
         self.loop_start_epoch = 0
@@ -67,16 +77,27 @@ class SERLoop(Callback):
         return self.cfg.epochs_per_loop * (self.cfg.max_loops + 1)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _score(self, trainer, module, seqs) -> np.ndarray:
+    def _score(self, trainer, module, groups: dict[str, list], what: str) -> dict[str, np.ndarray]:
+        """Score named groups of sequences in one length-sorted pass; the scores of each group."""
+        seqs = [s for g in groups.values() for s in g]
         with trainer.precision_plugin.forward_context():  # bf16-mixed scores under autocast, as it trains
-            return score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size,
-                                   device=module.device, rank=trainer.global_rank, world_size=trainer.world_size,
-                                   gather=trainer.strategy.all_gather,
-                                   progress=trainer.progress_bar_callback is not None)
+            scores = score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size,
+                                     device=module.device, rank=trainer.global_rank, world_size=trainer.world_size,
+                                     gather=trainer.strategy.all_gather,
+                                     progress=trainer.progress_bar_callback is not None,
+                                     on_batch=self.progress.scorer(self.phase, f"loop {self.loop} {what}"))
+        out, start = {}, 0
+        for name, g in groups.items():
+            out[name] = scores[start:start + len(g)]
+            start += len(g)
+        return out
 
-    def _pair_acc(self, trainer, module, pairs) -> float:
-        s = self._score(trainer, module, [a for a, _ in pairs] + [b for _, b in pairs])
-        return float(np.mean(s[: len(pairs)] > s[len(pairs):])) if pairs else float("nan")
+    def _evaluate(self, trainer, module) -> dict:
+        """Test and validation accuracy (and validation loss) of this loop's weights, in one pass."""
+        dm = trainer.datamodule
+        flat = lambda pairs: [a for a, _ in pairs] + [b for _, b in pairs]  # noqa: E731
+        s = self._score(trainer, module, {"test": flat(dm.test), "val": flat(dm.val)}, "(test, val)")
+        return {f"{split}_acc": chosen_wins(s[split]) for split in ("val", "test")}
 
     def _seed_path(self) -> Path:
         return self.out_dir / "seed_weights.pt"
@@ -100,6 +121,8 @@ class SERLoop(Callback):
                 eta = f", ETA ~{per_step * self.loop_steps:.0f} s at {per_step:.2f} s/step"
             log.info("loop %d: %d training pairs, %d steps%s", self.loop, len(trainer.datamodule.train_pairs()),
                      self.loop_steps, eta)
+            # the job ETA: this loop, and every loop still allowed planned as long as this one
+            self.progress.eta.plan(self.phase, self.loop_start_step + self.loop_steps * (self.cfg.max_loops - self.loop + 1))
         module.set_schedule(self.loop_start_step, self.loop_steps)
         self._t0 = time.perf_counter()
 
@@ -110,15 +133,13 @@ class SERLoop(Callback):
             return
         dm = trainer.datamodule
         t0 = time.perf_counter()
-        val = trainer.callback_metrics.get("val/accuracy")
         diag = {
             "loop": self.loop,
             "train_pairs": len(dm.train_pairs()),
             "steps": trainer.global_step - self.loop_start_step,
             "global_step": trainer.global_step,
             "train_s": round(self.loop_wall, 2),
-            "val_acc": float(val) if val is not None else float("nan"),
-            "test_acc": self._pair_acc(trainer, module, dm.test),
+            **self._evaluate(trainer, module),
         }
         if self.loop == 0 and self.cfg.restart_from_seed:
             if trainer.is_global_zero:
@@ -145,12 +166,12 @@ class SERLoop(Callback):
     def _self_label(self, trainer, module, alive: np.ndarray, diag: dict) -> str | None:
         dm = trainer.datamodule
         t0 = time.perf_counter()
-        seqs = [dm.pool[i][0] for i in alive] + [dm.pool[i][1] for i in alive]
-        scores = self._score(trainer, module, seqs)
+        groups = {"pool": [dm.pool[i][0] for i in alive] + [dm.pool[i][1] for i in alive]}
+        if self.centring == "labeled_mean" or self.scaling == "labeled_std":  # one pass with the pool
+            groups["labeled"] = [s for pair in dm.labeled for s in pair]
+        scored = self._score(trainer, module, groups, "(pool)" if len(groups) == 1 else "(pool, labeled)")
+        scores, labeled = scored["pool"], scored.get("labeled")
         n = len(alive)
-        labeled = None
-        if self.centring == "labeled_mean" or self.scaling == "labeled_std":
-            labeled = self._score(trainer, module, [s for pair in dm.labeled for s in pair])
         centred = st.centre_scores(scores, self.centring, labeled)
         scaled = st.scale_scores(centred, self.scaling, scores, labeled)
         p = st.probabilities(scaled)

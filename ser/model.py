@@ -261,12 +261,6 @@ class RewardModel(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
-
     def set_schedule(self, start_step: int, total_steps: int) -> None:
         self.schedule = (int(start_step), int(total_steps))
 
@@ -294,11 +288,13 @@ class RewardModel(pl.LightningModule):
 def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 64,
                     device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
                     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    progress: bool = False) -> np.ndarray:
+                    progress: bool = False, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Reward of every sequence, in input order. Batches are sorted by length (little padding).
 
     Under ddp each rank scores every ``world_size``-th batch and ``gather`` (the strategy's
     all_gather) collects the results, so every rank returns the same full array.
+    ``progress`` shows a bar (terminals); ``on_batch(done, total)`` is told after every batch
+    (this rank's sequences; :class:`ser.progress.Progress` turns it into log lines).
     """
     from ser.data import pad_batch
 
@@ -311,6 +307,7 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     mine = batches[rank::world_size]
     idx_out, val_out = [], []
+    total, done = sum(len(b) for b in mine), 0
     it = mine
     if progress:
         from tqdm.auto import tqdm
@@ -321,6 +318,9 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
         r = sequence_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
         idx_out.append(torch.as_tensor(b))
         val_out.append(r.float().cpu())
+        done += len(b)
+        if on_batch is not None:
+            on_batch(done, total)
     model.train(was_training)
     idx = torch.cat(idx_out) if idx_out else torch.zeros(0, dtype=torch.long)
     val = torch.cat(val_out) if val_out else torch.zeros(0)

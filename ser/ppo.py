@@ -40,6 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ser import rl
 from ser.config import ConfigError
+from ser.precision import resolve_precision
+from ser.progress import Progress, ProgressLines
 
 log = logging.getLogger("ser.ppo")
 
@@ -750,7 +752,8 @@ def _make_logger(cfg: DictConfig, out: Path):
 
 
 def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[list[dict]],
-            eval_prompts: Sequence[list[dict]], out_dir: str | Path | None = None, scorer: Callable | None = None) -> dict:
+            eval_prompts: Sequence[list[dict]], out_dir: str | Path | None = None, scorer: Callable | None = None,
+            progress: Progress | None = None) -> dict:
     """Train the policy of ``cfg.ppo`` against ``reward_model_path``; results in ``<output_dir>/ppo``.
 
     ``cfg`` is the composed run config (``ppo``, ``seed``, ``logger``, ``output_dir``, optionally
@@ -812,9 +815,17 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
 
     every = int(p.get("checkpoint_every", 0) or 0)
     callbacks = [last_checkpoint(out / "checkpoints", every)] if every else []
+    if progress is not None:
+        rollouts = lambda t: len(module.history)  # noqa: E731 - PPO steps = rollout batches
+        callbacks.append(ProgressLines(progress, "ppo", label=lambda t: "ppo", position=lambda t: (rollouts(t), p.steps),
+                                       steps_done=rollouts))
+        progress.eta.plan("ppo", p.steps)
+    accelerator = p.get("accelerator") or tc.get("accelerator", "auto")
+    precision = resolve_precision(p.get("precision", "32-true"), accelerator)
+    print(f"[ppo] {precision.line()}", flush=True)
     trainer = pl.Trainer(
-        accelerator=p.get("accelerator") or tc.get("accelerator", "auto"), devices=1, max_epochs=p.steps,
-        precision=p.get("precision", "32-true"), logger=_make_logger(cfg, out), enable_checkpointing=bool(every),
+        accelerator=accelerator, devices=1, max_epochs=p.steps,
+        precision=precision.precision, logger=_make_logger(cfg, out), enable_checkpointing=bool(every),
         callbacks=callbacks, plugins=[AtomicCheckpointIO()], reload_dataloaders_every_n_epochs=1,
         enable_progress_bar=bool(tc.get("enable_progress_bar", True)), enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0, default_root_dir=str(out))
@@ -924,7 +935,9 @@ def run_job(cfg: DictConfig) -> dict:
     rm = resolve_reward_model_path(cfg.ppo.reward_model)
     train, held_out = prompts_from_config(cfg)
     print(f"[ppo] prompts: {len(train)} to train on (labeled + pool), {len(held_out)} held out (test)", flush=True)
-    return run_ppo(cfg, rm, train, held_out)
+    prog = cfg.get("progress") or {}
+    with Progress(prog.get("every_s", 30), prog.get("lines", "auto")) as progress:
+        return run_ppo(cfg, rm, train, held_out, progress=progress)
 
 
 def main() -> None:

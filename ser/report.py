@@ -78,6 +78,9 @@ def format_run_table(results: dict) -> str:
                                         f"{r['time_s']:.0f}"]) + " |")
     stops = [p["loops"][-1].get("stop") for p in results["phases"].values() if p["loops"]]
     lines.append(f"stopped by: {', '.join(str(s) for s in stops)}; wall time {results.get('wall_s', float('nan')):.0f} s")
+    if results.get("precision"):
+        pr = results["precision"]
+        lines.append(f"precision {pr['precision']} ({pr['reason']}) on {pr['hardware']}")
     lines.extend(time_breakdown(results))
     return "\n".join(lines)
 

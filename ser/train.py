@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from ser.config import run_reporting_errors, validate
 from ser.data import PreferenceDataModule
 from ser.loop import SERLoop
 from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer
+from ser.precision import PrecisionChoice, resolve_precision
+from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table
 
 log = logging.getLogger("ser")
@@ -89,12 +92,23 @@ def make_logger(cfg: DictConfig, phase_dir: Path):
     return instantiate(cfg.logger, **kw)
 
 
-def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
+def planned_steps(cfg: DictConfig, n_train: int) -> int:
+    """Training steps a phase is expected to take (for the job ETA): every SER loop is planned as
+    long as the seed loop, a lower bound since the training set grows."""
+    labeled = max(1, round(n_train * min(1.0, cfg.labeled_fraction)))
+    return math.ceil(labeled / cfg.data.batch_size) * cfg.loop.epochs_per_loop * (cfg.loop.max_loops + 1)
+
+
+def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None,
+              job_phases: dict[str, DictConfig] | None = None) -> dict:
     """Train one reward model (with the SER loop when ``loop.max_loops > 0``); resumable."""
     done = phase_dir / "phase.json"
     if done.exists():
         log.info("phase %s already finished: %s", phase_dir.name, done)
         return json.loads(done.read_text())
+    progress = progress or Progress(enabled=False)
+    phase = phase_dir.name
+    progress.set_status(f"[{phase}] loading data and model")
     phase_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():  # TF32 for fp32 matmuls (the weights and fp32 ops under bf16-mixed)
@@ -105,13 +119,19 @@ def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
     dm.setup()
     t_data = time.perf_counter() - t0
     print(f"[{phase_dir.name}] data: {dm.summary_line()}", flush=True)
+    n_train = len(dm.splits.labeled) + len(dm.splits.pool)
+    for name, pcfg in (job_phases or {phase: cfg}).items():  # the job ETA's plan: phases still to run
+        if not (phase_dir.parent / name / "phase.json").exists():
+            progress.eta.plan_if_new(name, planned_steps(pcfg, n_train))
     t0 = time.perf_counter()
     module = RewardModel(build_hf_model(cfg.model, tokenizer), cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
-    loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, cfg.loop.score_batch_size)
+    loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, cfg.loop.score_batch_size, progress, phase)
     ckpt = last_checkpoint(phase_dir / "checkpoints")  # written after the SER callback, every epoch
+    lines = ProgressLines(progress, phase, label=lambda t: f"loop {loop.loop}",
+                          position=lambda t: (t.global_step - loop.loop_start_step, loop.loop_steps))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, ckpt], logger=make_logger(cfg, phase_dir),
+        cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, lines, ckpt], logger=make_logger(cfg, phase_dir),
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, num_sanity_val_steps=0,
         default_root_dir=str(phase_dir), plugins=[AtomicCheckpointIO()])
     counts = {f"data/{k}": v for k, v in dm.counts().items()}
@@ -135,6 +155,7 @@ def fit_phase(cfg: DictConfig, phase_dir: Path) -> dict:
         raise RuntimeError(f"{phase_dir}: training stopped before the loop finished (interrupted?); run the same command again to resume")
     t0 = time.perf_counter()
     export_dir = None
+    progress.set_status(f"[{phase}] exporting the reward model")
     if cfg.export and trainer.is_global_zero:
         export_dir = str(export_reward_model(module.net, tokenizer, phase_dir / "reward_model", {
             "template": cfg.data.template, "use_chat_template": cfg.data.use_chat_template,
@@ -166,6 +187,10 @@ def run(cfg: DictConfig) -> dict:
         return results
     validate(cfg)
     t0 = time.perf_counter()
+    choice = run_precision(cfg, out)
+    print(choice.line(), flush=True)
+    with open_dict(cfg):
+        cfg.trainer.precision = choice.precision
     phases = {phase_name(cfg): cfg}
     if cfg.compare_full and cfg.labeled_fraction < 1:
         full = cfg.copy()
@@ -175,15 +200,16 @@ def run(cfg: DictConfig) -> dict:
         phases["full"] = full
     results = {"name": out.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
                "labeled_fraction": cfg.labeled_fraction, "thresholds": OmegaConf.to_container(cfg.thresholds),
-               "loop": OmegaConf.to_container(cfg.loop), "phases": {}}
-    for name, pcfg in phases.items():
-        results["phases"][name] = fit_phase(pcfg, out / name)
-    if cfg.ppo.get("enabled"):  # the hand-off: PPO of a policy with this run's final reward model
-        from ser.ppo import prompts_from_config, run_ppo
+               "loop": OmegaConf.to_container(cfg.loop), "precision": choice.to_dict(), "phases": {}}
+    with Progress(cfg.progress.every_s, cfg.progress.lines) as progress:
+        for name, pcfg in phases.items():
+            results["phases"][name] = fit_phase(pcfg, out / name, progress, phases)
+        if cfg.ppo.get("enabled"):  # the hand-off: PPO of a policy with this run's final reward model
+            from ser.ppo import prompts_from_config, run_ppo
 
-        rm = cfg.ppo.reward_model or results["phases"][phase_name(cfg)]["export"]
-        train_prompts, eval_prompts = prompts_from_config(cfg)  # labeled + pool prompts / held-out test prompts
-        results["ppo"] = run_ppo(cfg, rm, train_prompts, eval_prompts)
+            rm = cfg.ppo.reward_model or results["phases"][phase_name(cfg)]["export"]
+            train_prompts, eval_prompts = prompts_from_config(cfg)  # labeled + pool prompts / held-out test prompts
+            results["ppo"] = run_ppo(cfg, rm, train_prompts, eval_prompts, progress=progress)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     if rank_zero_only.rank != 0:  # under ddp every rank runs this function; one writes and prints
         return results
@@ -194,6 +220,27 @@ def run(cfg: DictConfig) -> dict:
     print(table)
     print(f"results: {results_path}")
     return results
+
+
+def run_precision(cfg: DictConfig, out: Path) -> PrecisionChoice:
+    """Resolve ``trainer.precision`` (``auto``: from the hardware) once per run folder.
+
+    The choice is kept in ``<run>/precision.json``: a run resumed on another machine keeps the
+    precision it started with, so it still ends with the selections of an uninterrupted run.
+    """
+    path = out / "precision.json"
+    now = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator"))
+    if path.exists():
+        saved = PrecisionChoice(**json.loads(path.read_text()))
+        if saved.requested == now.requested:
+            if saved.precision != now.precision:
+                log.warning("resuming with precision %s chosen when this run started (on %s); this machine would "
+                            "choose %s. Start a new run folder to use it.", saved.precision, saved.hardware, now.precision)
+            return saved
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(path, now.to_dict())
+    return now
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

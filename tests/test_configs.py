@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from ser.config import ConfigError, validate
 from ser.loop import thresholds_from_config
+from ser.precision import resolve_precision
 from tests.conftest import CONF, compose
 
 GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml") if not p.stem.startswith("_"))
@@ -39,7 +40,8 @@ def test_trainer_configs_instantiate(option, tmp_path):
         if isinstance(cfg.trainer.get("strategy"), dict) or OmegaConf.is_dict(cfg.trainer.get("strategy")):
             instantiate(cfg.trainer.strategy)  # the strategy object itself builds without a GPU
         pytest.skip("no GPU here: the gpu path is checked on a GPU machine")
-    trainer = instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator).precision  # as ser.train does
+    trainer = instantiate(cfg.trainer, precision=precision, logger=False, default_root_dir=str(tmp_path))
     assert trainer.world_size >= 1
 
 

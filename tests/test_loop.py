@@ -144,6 +144,11 @@ def test_killed_run_resumes_to_the_same_selections(tmp_path):
     r_out = json.loads((out / "results.json").read_text())["phases"]["ser"]["loops"]
     key = lambda h: (h.get("status"), h.get("kept"), h["test_acc"], h["train_pairs"], h["stop"])  # noqa: E731
     assert [key(h) for h in r_out] == [key(h) for h in r_ref]
+    # bit-identical weights: the resumed run trained exactly as the uninterrupted one
+    from safetensors.torch import load_file
+
+    w_ref, w_out = (load_file(d / "ser" / "reward_model" / "model.safetensors") for d in (ref, out))
+    assert w_ref.keys() == w_out.keys() and all(torch.equal(w_ref[k], w_out[k]) for k in w_ref)
 
 
 def test_loop_options_restart_from_seed_no_seed_pairs_pool_kept(tmp_path):
