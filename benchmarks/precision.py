@@ -92,6 +92,7 @@ def main() -> None:
           f"scoring batch: {score_batch['input_ids'].shape[0]} x {score_batch['input_ids'].shape[1]}", flush=True)
 
     module = RewardModel(build_hf_model(cfg.model, tok), cfg.loss, cfg.optim)
+    module.set_schedule(0, 10_000)  # a long flat-ish schedule: only the step cost matters here
     opt = module.configure_optimizers()["optimizer"]
 
     def train_step(bf16: bool):

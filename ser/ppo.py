@@ -827,7 +827,8 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
         accelerator=accelerator, devices=1, max_epochs=p.steps,
         precision=precision.precision, logger=_make_logger(cfg, out), enable_checkpointing=bool(every),
         callbacks=callbacks, plugins=[AtomicCheckpointIO()], reload_dataloaders_every_n_epochs=1,
-        enable_progress_bar=bool(tc.get("enable_progress_bar", True)), enable_model_summary=False,
+        enable_progress_bar=bool(tc.get("enable_progress_bar", True)) and not (progress and progress.enabled),
+        enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0, default_root_dir=str(out))
     if resume is not None:
         print(f"[ppo] resuming from {resume}", flush=True)

@@ -130,8 +130,9 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
     ckpt = last_checkpoint(phase_dir / "checkpoints")  # written after the SER callback, every epoch
     lines = ProgressLines(progress, phase, label=lambda t: f"loop {loop.loop}",
                           position=lambda t: (t.global_step - loop.loop_start_step, loop.loop_steps))
+    bars = {"enable_progress_bar": False} if progress.enabled else {}  # plain lines in logs, bars in terminals
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, lines, ckpt], logger=make_logger(cfg, phase_dir),
+        cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, lines, ckpt], logger=make_logger(cfg, phase_dir), **bars,
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, num_sanity_val_steps=0,
         default_root_dir=str(phase_dir), plugins=[AtomicCheckpointIO()])
     counts = {f"data/{k}": v for k, v in dm.counts().items()}
