@@ -1,9 +1,11 @@
 """Early validation of a composed config: one clear line naming the key and what to do."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from ser import rl
 from ser.data import check_fraction
+from ser.errors import ConfigError, DataError, ModelNotFound, PPOConfigError
 from ser.losses import LOSSES
 from ser.loop import thresholds_from_config
 from ser.progress import LINE_MODES
@@ -14,13 +16,7 @@ PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "bf16", "16-mi
               "transformer-engine", "transformer-engine-float16")
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
-    from omegaconf import OmegaConf
-
     v = OmegaConf.select(cfg, key)
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
         raise ConfigError(f"{key}={v!r} must be an integer >= {minimum}")
@@ -64,11 +60,52 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.overlength not in ("truncate", "drop"):
         raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
     if cfg.get("ppo") is not None and cfg.ppo.get("enabled"):
-        from ser.ppo import validate_ppo
-
         validate_ppo(cfg.ppo)
     if not cfg.data.files and not cfg.data.hub_id:
         raise ConfigError("data.files and data.hub_id are both empty: name local files or a hub dataset")
+
+
+def validate_ppo(p: DictConfig) -> None:
+    """One clear line naming the key, before any model is loaded."""
+    def num(key, lo=None, hi=None, integer=False, lo_open=False):
+        v = OmegaConf.select(p, key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not integer or isinstance(v, int))
+        if ok and lo is not None:
+            ok = v > lo if lo_open else v >= lo
+        if ok and hi is not None:
+            ok = v <= hi
+        if not ok:
+            rng = f"{'>' if lo_open else '>='} {lo}" if lo is not None else ""
+            rng += f"{' and ' if rng else ''}<= {hi}" if hi is not None else ""
+            raise PPOConfigError(f"ppo.{key}={v!r} must be {'an integer' if integer else 'a number'} {rng}".rstrip())
+
+    for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_prompt_length", "generation.max_new_tokens",
+                "reward_batch_size"):
+        num(key, 1, integer=True)
+    num("checkpoint_every", 0, integer=True)
+    num("eval_size", 0, integer=True)
+    num("lr", 0, lo_open=True)
+    num("generation.temperature", 0, lo_open=True)
+    num("generation.top_p", 0, 1, lo_open=True)
+    num("cliprange", 0, lo_open=True)
+    num("cliprange_value", 0, lo_open=True)
+    num("gamma", 0, 1)
+    num("lam", 0, 1)
+    num("vf_coef", 0)
+    num("kl.init_coef", 0)
+    if p.minibatch_size > p.batch_size:
+        raise PPOConfigError(f"ppo.minibatch_size={p.minibatch_size} must be <= ppo.batch_size={p.batch_size}")
+    if p.kl.adaptive:
+        num("kl.target", 0, lo_open=True)
+        num("kl.horizon", 0, lo_open=True)
+    if p.kl.estimator not in rl.KL_KINDS:
+        raise PPOConfigError(f"ppo.kl.estimator='{p.kl.estimator}' must be one of {', '.join(rl.KL_KINDS)}")
+    if p.value_model not in ("head", "separate"):
+        raise PPOConfigError(f"ppo.value_model='{p.value_model}' must be head or separate")
+    if p.reward_transform not in ("raw", "sigmoid"):
+        raise PPOConfigError(f"ppo.reward_transform='{p.reward_transform}' must be raw or sigmoid")
+    if not p.policy.get("name_or_path"):
+        raise PPOConfigError("ppo.policy.name_or_path is empty: name a hub id or a local folder")
 
 
 def run_reporting_errors(job, cfg: DictConfig):
@@ -76,9 +113,6 @@ def run_reporting_errors(job, cfg: DictConfig):
     import sys
 
     import transformers
-
-    from ser.data import DataError
-    from ser.model import ModelNotFound
 
     transformers.logging.set_verbosity_error()
     try:

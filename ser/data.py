@@ -34,13 +34,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ser.errors import DataError
+
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SER_DATA_DIR"
 
-
-class DataError(ValueError):
-    """Bad input data or data configuration; the message names the file/row/key and the fix."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,14 +22,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ser.errors import ModelNotFound
 from ser.losses import pair_metrics, pairwise_loss
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "SER_CACHE_DIR"
 
-
-class ModelNotFound(RuntimeError):
-    """Neither the hub nor an offline copy can provide the model; the message says what to do."""
 
 
 # --------------------------------------------------------------------------------------------

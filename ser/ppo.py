@@ -39,17 +39,13 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from ser import rl
-from ser.config import ConfigError
+from ser.errors import PPOConfigError
 from ser.precision import resolve_precision
 from ser.progress import Progress, ProgressLines
 
 log = logging.getLogger("ser.ppo")
 
 DEFAULT_TEMPLATE = "Question: {q}\n\nAnswer: {a}"
-
-
-class PPOConfigError(ConfigError):
-    """A bad ``ppo.*`` value; the message is one line naming the key (a ``ConfigError``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,49 +378,6 @@ class RewardScorer:
 # --------------------------------------------------------------------------------------------
 # Config validation
 # --------------------------------------------------------------------------------------------
-
-def validate_ppo(p: DictConfig) -> None:
-    """One clear line naming the key, before any model is loaded."""
-    def num(key, lo=None, hi=None, integer=False, lo_open=False):
-        v = OmegaConf.select(p, key)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not integer or isinstance(v, int))
-        if ok and lo is not None:
-            ok = v > lo if lo_open else v >= lo
-        if ok and hi is not None:
-            ok = v <= hi
-        if not ok:
-            rng = f"{'>' if lo_open else '>='} {lo}" if lo is not None else ""
-            rng += f"{' and ' if rng else ''}<= {hi}" if hi is not None else ""
-            raise PPOConfigError(f"ppo.{key}={v!r} must be {'an integer' if integer else 'a number'} {rng}".rstrip())
-
-    for key in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_prompt_length", "generation.max_new_tokens",
-                "reward_batch_size"):
-        num(key, 1, integer=True)
-    num("checkpoint_every", 0, integer=True)
-    num("eval_size", 0, integer=True)
-    num("lr", 0, lo_open=True)
-    num("generation.temperature", 0, lo_open=True)
-    num("generation.top_p", 0, 1, lo_open=True)
-    num("cliprange", 0, lo_open=True)
-    num("cliprange_value", 0, lo_open=True)
-    num("gamma", 0, 1)
-    num("lam", 0, 1)
-    num("vf_coef", 0)
-    num("kl.init_coef", 0)
-    if p.minibatch_size > p.batch_size:
-        raise PPOConfigError(f"ppo.minibatch_size={p.minibatch_size} must be <= ppo.batch_size={p.batch_size}")
-    if p.kl.adaptive:
-        num("kl.target", 0, lo_open=True)
-        num("kl.horizon", 0, lo_open=True)
-    if p.kl.estimator not in rl.KL_KINDS:
-        raise PPOConfigError(f"ppo.kl.estimator='{p.kl.estimator}' must be one of {', '.join(rl.KL_KINDS)}")
-    if p.value_model not in ("head", "separate"):
-        raise PPOConfigError(f"ppo.value_model='{p.value_model}' must be head or separate")
-    if p.reward_transform not in ("raw", "sigmoid"):
-        raise PPOConfigError(f"ppo.reward_transform='{p.reward_transform}' must be raw or sigmoid")
-    if not p.policy.get("name_or_path"):
-        raise PPOConfigError("ppo.policy.name_or_path is empty: name a hub id or a local folder")
-
 
 # --------------------------------------------------------------------------------------------
 # The LightningModule
@@ -761,8 +714,7 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
     finished stage is not run again (its summary is returned).
     ``scorer`` replaces the reward model (tests: any ``f(prompts, texts, prompt_ids, response_ids)``).
     """
-    p = cfg.ppo
-    validate_ppo(p)
+    p = cfg.ppo  # validated by the entry point (ser.config.validate / validate_ppo)
     out = Path(out_dir) if out_dir else Path(cfg.output_dir) / "ppo"
     done = out / "ppo.json"
     if done.exists():
@@ -932,6 +884,8 @@ def run_job(cfg: DictConfig) -> dict:
     if not cfg.ppo.get("reward_model"):
         raise PPOConfigError("ppo.reward_model is not set: pass ppo.reward_model=PATH (an exported reward-model folder, "
                              "a SER run folder, or a hub sequence-classification model)")
+    from ser.config import validate_ppo
+
     validate_ppo(cfg.ppo)
     rm = resolve_reward_model_path(cfg.ppo.reward_model)
     train, held_out = prompts_from_config(cfg)

@@ -10,6 +10,7 @@ import torch
 from omegaconf import open_dict
 
 from ser import ppo
+from ser.config import validate_ppo
 from ser.ppo import PPOConfigError, RewardScorer, left_pad, response_forward, response_mask
 from tests.conftest import CONF, compose
 from tests.synthetic import tiny_overrides, write_pairs
@@ -326,7 +327,7 @@ def test_bad_ppo_values_fail_early_naming_the_key(override, key):
     from ser.config import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        ppo.validate_ppo(compose_ppo(["ppo=tiny", override]).ppo)
+        validate_ppo(compose_ppo(["ppo=tiny", override]).ppo)
     assert key in str(e.value) and "\n" not in str(e.value)
 
 
@@ -339,7 +340,7 @@ def test_every_ppo_config_composes_and_validates(option):
     if option == "none":
         assert cfg.ppo.enabled is False
         return
-    ppo.validate_ppo(cfg.ppo)
+    validate_ppo(cfg.ppo)
     assert cfg.ppo.enabled
 
 
@@ -354,7 +355,7 @@ def test_paper_ppo_configs_keep_the_authors_settings(option):
 def test_ppo_recipes_compose_with_the_ppo_entry():
     for path in sorted((CONF / "experiment").glob("ppo_*.yaml")):
         cfg = compose_ppo([f"experiment={path.stem}"])
-        ppo.validate_ppo(cfg.ppo)
+        validate_ppo(cfg.ppo)
         assert cfg.ppo.enabled
 
 
