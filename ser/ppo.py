@@ -39,6 +39,7 @@ import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
 from ser import rl
+from ser.checkpoint import AtomicCheckpointIO, last_checkpoint
 from ser.errors import PPOConfigError
 from ser.precision import resolve_precision
 from ser.progress import Progress, ProgressLines
@@ -763,8 +764,6 @@ def run_ppo(cfg: DictConfig, reward_model_path: str, train_prompts: Sequence[lis
                        eval_prompts=eval_prompts, out_dir=out)
     t_setup = time.perf_counter() - t_start
     tc = cfg.get("trainer") or {}
-    from ser.train import AtomicCheckpointIO, last_checkpoint
-
     every = int(p.get("checkpoint_every", 0) or 0)
     callbacks = [last_checkpoint(out / "checkpoints", every)] if every else []
     if progress is not None:

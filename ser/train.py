@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -20,10 +19,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
+from ser.checkpoint import AtomicCheckpointIO, last_checkpoint, write_json
 from ser.config import run_reporting_errors, validate
 from ser.data import PreferenceDataModule
 from ser.loop import SERLoop
@@ -50,30 +48,6 @@ def run_dirname(overrides: str, max_len: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("ser_dirname", run_dirname, replace=True)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, then rename: a run killed while saving keeps its last good checkpoint."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        tmp = f"{path}.tmp"
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
-
-
-def last_checkpoint(dirpath: Path, every_n_epochs: int = 1) -> ModelCheckpoint:
-    """One file, ``last.ckpt``, rewritten at every ``every_n_epochs``-th train-epoch end *after* the
-    other callbacks (Lightning runs checkpoint callbacks last), so it always holds the loop state
-    that matches its weights. (save_last=True with save_top_k=0 would write nothing until the end of
-    training.) Pair it with :class:`AtomicCheckpointIO`."""
-    return ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, save_last=False,
-                           every_n_epochs=every_n_epochs, save_on_train_epoch_end=True, enable_version_counter=False)
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def phase_name(cfg: DictConfig) -> str:
