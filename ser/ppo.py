@@ -572,8 +572,8 @@ class PPOModule(pl.LightningModule):
         B = resp.shape[0]
         raw = ro["scores"]
         score = raw
-        if c.whiten_rewards and B > 1:
-            score = (raw - raw.mean()) / (raw.std() + 1e-8)
+        if c.whiten_rewards:
+            score = rl.whiten_scores(raw)  # unchanged for a batch of one
         temp = c.generation.temperature
         with torch.no_grad():
             old_logp, old_values, ent = response_forward(self.policy, query, qmask, resp, rmask, temp, self.value_head,

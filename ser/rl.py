@@ -27,6 +27,7 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "whiten_scores",
     "logprobs_from_logits",
     "entropy_from_logits",
     "KL_KINDS",
@@ -95,6 +96,17 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     if not shift_mean:
         whitened = whitened + mean
     return whitened
+
+
+def whiten_scores(scores: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Whiten a batch of sequence scores: ``(scores - mean) / (std + eps)``.
+
+    ``std`` is the unbiased (n - 1) standard deviation, as ``Tensor.std``. A batch of one score has
+    no spread: it is returned unchanged (the same tensor), not divided by a NaN std.
+    """
+    if scores.numel() <= 1:
+        return scores
+    return (scores - scores.mean()) / (scores.std() + eps)
 
 
 # --------------------------------------------------------------------------- #

@@ -18,6 +18,7 @@ from ser.rl import (
     policy_loss,
     token_rewards,
     value_loss,
+    whiten_scores,
 )
 
 
@@ -65,6 +66,23 @@ def test_masked_whiten_uses_only_masked_entries():
     # shift_mean=False keeps the mean: [-1, 0, 1] + 3 = [2, 3, 4]
     w2 = masked_whiten(x, m, shift_mean=False)
     close(w2[m.bool()], [2.0, 3.0, 4.0], atol=1e-6)
+
+
+def test_whiten_scores_hand_computed():
+    # [1, 2, 3]: mean 2, unbiased std sqrt((1 + 0 + 1) / 2) = 1 -> [-1, 0, 1] (up to eps)
+    close(whiten_scores(t([1.0, 2.0, 3.0])), [-1.0, 0.0, 1.0])
+    close(whiten_scores(t([1.0, 2.0, 3.0]), eps=1.0), [-0.5, 0.0, 0.5])
+    # [2, 4, 4, 6]: mean 4, unbiased std sqrt((4 + 0 + 0 + 4) / 3) = sqrt(8/3)
+    s = math.sqrt(8.0 / 3.0) + 1e-8
+    close(whiten_scores(t([2.0, 4.0, 4.0, 6.0])), [-2.0 / s, 0.0, 0.0, 2.0 / s])
+    # the inlined formula it replaces in the PPO step, bit for bit
+    raw = torch.randn(7, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(whiten_scores(raw), (raw - raw.mean()) / (raw.std() + 1e-8))
+
+
+def test_whiten_scores_batch_of_one_is_unchanged():
+    x = t([3.5])
+    assert whiten_scores(x) is x
 
 
 # --------------------------------------------------------------------------- #
