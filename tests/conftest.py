@@ -19,6 +19,8 @@ def compose(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path 
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import open_dict
 
+    import ser.schema  # noqa: F401  registers the config schema conf/train.yaml starts from
+
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
     with open_dict(cfg):

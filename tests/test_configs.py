@@ -106,3 +106,44 @@ def test_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 8
     assert cfg.trainer.accelerator == "gpu" and cfg.model.lora.r == 8
+
+
+@pytest.mark.parametrize("override,key,says", [
+    ("optim.lr=abc", "optim.lr", "could not be converted to Float"),
+    ("loop.max_loops=1.5", "loop.max_loops", "could not be converted to Integer"),
+    ("model.lora.r=abc", "model.lora.r", "could not be converted to Integer"),
+    ("data.group_by_length=maybe", "data.group_by_length", "is not a valid bool"),
+    ("optim.lrr=1", "optim.lrr", "not in 'OptimConfig'"),
+    ("thresholds.tau=0.5", "thresholds.tau", "not in 'ThresholdsConfig'"),
+    ("ppo.kl.target=high", "ppo.kl.target", "could not be converted to Float"),
+])
+def test_the_schema_rejects_wrong_types_and_unknown_keys(override, key, says):
+    """ser/schema.py types every value: Hydra refuses the override before anything runs."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as e:
+        compose([override])
+    msg = f"{e.value} {e.value.__cause__}"
+    assert key in msg and says in msg
+
+
+def test_every_yaml_key_is_in_the_schema():
+    """Every preset composes into the schema (none adds a key the schema lacks), typed."""
+    from ser.schema import TrainConfig
+
+    for group, options in GROUPS.items():
+        for option in options:
+            cfg = compose([f"{group}={option}"])
+            assert OmegaConf.get_type(cfg) is TrainConfig
+    assert isinstance(compose(["optim.lr=3e-4"]).optim.lr, float)
+
+
+def test_cli_reports_a_bad_type_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    for override, key in (("optim.lr=abc", "optim.lr"), ("optim.lrr=1", "optim.lrr")):
+        done = subprocess.run([sys.executable, "-m", "ser.train", override, f"hydra.run.dir={tmp_path}"],
+                              cwd=CONF.parent, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0
+        assert f"full_key: {key}" in done.stderr and "Traceback" not in done.stderr
