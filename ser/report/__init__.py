@@ -1,0 +1,50 @@
+"""Results tables and reports.
+
+One run: ``run_rows`` / ``format_run_table`` (the paper's Table 1 layout, printed by ``ser.train``).
+
+Many runs (``ser report RUN_OR_SWEEP_DIR``): ``find_runs`` finds the run folders of a run, an
+``outputs/`` folder or a Hydra multirun folder; ``load_run`` reads one (finished: ``results.json``;
+unfinished: what was logged so far and whether it can resume); ``summary_rows`` gives one row per
+finished run; ``aggregate`` groups runs that differ only by seed (mean, sample std, n);
+``format_markdown`` renders both; ``write_report`` writes ``report.md``, ``runs.csv`` and the
+figures (accuracy per loop: Fig. 2; pairs per loop: Fig. 3; score gaps: Fig. 6).
+
+The package: :mod:`ser.report.runs` (finding and loading runs), :mod:`ser.report.stats` (rows and
+aggregates), :mod:`ser.report.tables` (tables, markdown, csv), :mod:`ser.report.plots` (figures),
+:mod:`ser.report.values` (number helpers); ``write_report`` is here, and every name is importable
+from ``ser.report`` as before.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ser.report.plots import PNG_FILES, make_plots, plot_accuracy, plot_gaps, plot_pairs
+from ser.report.runs import PHASES, ReportError, find_runs, is_run_dir, load_run, load_runs
+from ser.report.stats import ROW_FIELDS, aggregate, group_key, summary_rows
+from ser.report.tables import (format_markdown, format_run_table, format_stat, run_rows, table1_rows, time_breakdown,
+                               write_csv)
+
+__all__ = [
+    "PHASES", "PNG_FILES", "ROW_FIELDS", "ReportError", "aggregate", "find_runs", "format_markdown", "format_run_table",
+    "format_stat", "group_key", "is_run_dir", "load_run", "load_runs", "make_plots", "plot_accuracy", "plot_gaps",
+    "plot_pairs", "run_rows", "summary_rows", "table1_rows", "time_breakdown", "write_csv", "write_report",
+]
+
+
+def write_report(path, out_dir=None) -> Path:
+    """Report on the run(s) under ``path``: writes ``report.md``, ``runs.csv`` (one row per finished
+    run) and the PNG figures into ``out_dir`` (default ``path/report``), prints the markdown, and
+    returns the folder. Raises ``ReportError`` when ``path`` is missing or holds no runs."""
+    root = Path(path)
+    runs = load_runs(root)
+    out = Path(out_dir) if out_dir is not None else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(runs)
+    groups = aggregate(rows)
+    plots = make_plots(rows, groups, out)
+    md = format_markdown(runs, plots=plots, source=root)
+    (out / "report.md").write_text(md)
+    write_csv(rows, out / "runs.csv")
+    print(md, end="")
+    print(f"report: {out / 'report.md'}; table: {out / 'runs.csv'}")
+    return out

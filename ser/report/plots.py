@@ -1,0 +1,235 @@
+"""Figures of the report, drawn with matplotlib on the Agg canvas (no pyplot): test accuracy per
+loop (:func:`plot_accuracy`, Fig. 2), pairs per loop (:func:`plot_pairs`, Fig. 3) and score gaps
+on the pool (:func:`plot_gaps`, Fig. 6); :func:`make_plots` writes the three (``PNG_FILES``).
+"""
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from ser.report.values import _frac_label, _num
+
+PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png")
+
+
+def _figure(nrows=1, ncols=1, size=(8, 5)):
+    """A figure on the Agg canvas (no pyplot: the caller's backend is left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _legend(fig, ax, inside_max: int = 5) -> None:
+    """A legend on the axes when short, else outside on the right of the figure."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if len(handles) <= inside_max:
+        ax.legend(fontsize="small", loc="best")
+    else:
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w + 4, max(h, 0.25 * len(handles) + 1))
+        fig.legend(handles, labels, fontsize="small", loc="outside right upper")
+
+
+def _short(s: str, n: int = 48) -> str:
+    """At most n characters, cut in the middle (configurations often differ at the end)."""
+    s = s or "(default config)"
+    if len(s) <= n:
+        return s
+    head = (n - 1) // 2
+    return s[:head] + "…" + s[len(s) - (n - 1 - head):]
+
+
+def _colours(groups: Sequence[dict]) -> dict[str, object]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {g["group"]: cmap(i % 10) for i, g in enumerate(groups)}
+
+
+def _run_label(r: dict, many: bool) -> str:
+    return _short(r["group"]) + ("" if many else f" seed={r['seed']}")
+
+
+_MARKERS = "osD^vP*X<>"
+
+
+def _markers(rows: Sequence[dict]) -> dict[str, str]:
+    """A marker per run, different between the seeds of one group (the colour is the group's)."""
+    seen: dict[str, int] = {}
+    out = {}
+    for r in rows:
+        i = seen.get(r["group"], 0)
+        seen[r["group"]] = i + 1
+        out[r["run"]] = _MARKERS[i % len(_MARKERS)]
+    return out
+
+
+def plot_accuracy(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str | None:
+    """Fig. 2: test accuracy vs cumulative training steps; seed/full means as dashed lines.
+    Returns None when written, else why it was skipped."""
+    runs = [r for r in rows if any(a is not None for a in r["loop_accs"])]
+    if not runs and not any(g["full_acc"]["n"] for g in groups):
+        return "no finished run has a test accuracy to plot"
+    col, mk = _colours(groups), _markers(runs)
+    fig, ax = _figure()
+    ax = ax[0, 0]
+    many = len(runs) > 8
+    labelled: set = set()
+    for r in runs:
+        steps, total = [], 0
+        for d in r["loops"]:
+            total += int(d.get("steps") or 0)
+            steps.append(d.get("global_step", total))
+        acc = [None if a is None else 100 * a for a in r["loop_accs"]]
+        lab = _run_label(r, many)
+        ax.plot(steps, [math.nan if a is None else a for a in acc], marker=mk[r["run"]], color=col[r["group"]],
+                label=None if lab in labelled else lab, alpha=0.85)
+        labelled.add(lab)
+    one = len(groups) == 1
+    fracs = sorted({_frac_label(g["labeled_fraction"]) for g in groups})
+    for g in groups:
+        if g["seed_acc"]["mean"] is not None:
+            ax.axhline(100 * g["seed_acc"]["mean"], ls="--", lw=1, color=col[g["group"]],
+                       label=f"{_frac_label(g['labeled_fraction'])} seed mean" if one else None)
+        if g["full_acc"]["mean"] is not None:
+            ax.axhline(100 * g["full_acc"]["mean"], ls="-.", lw=1, color=col[g["group"]],
+                       label="full 100% mean" if one else None)
+    if not one:  # one legend entry per line style; the colour says which configuration
+        from matplotlib.lines import Line2D
+
+        if any(g["seed_acc"]["mean"] is not None for g in groups):
+            ax.add_line(Line2D([], [], ls="--", lw=1, color="grey",
+                               label=f"{'/'.join(fracs)} seed mean (colour of its configuration)"))
+        if any(g["full_acc"]["mean"] is not None for g in groups):
+            ax.add_line(Line2D([], [], ls="-.", lw=1, color="grey", label="full 100% mean (colour of its configuration)"))
+    ax.set_title("Test accuracy per SER loop")
+    ax.set_xlabel("cumulative training steps")
+    ax.set_ylabel("pairwise test accuracy (%)")
+    ax.grid(alpha=0.3)
+    _legend(fig, ax)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.savefig(path, dpi=120)
+    return None
+
+
+def plot_pairs(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str | None:
+    """Fig. 3: training pairs per loop and pseudo-labeled pairs added for each loop."""
+    runs = [r for r in rows if r["loops"]]
+    if not runs:
+        return "no finished run has loop diagnostics"
+    col, mk = _colours(groups), _markers(runs)
+    fig, axes = _figure(1, 2, size=(11, 4.5))
+    a_train, a_new = axes[0]
+    many = len(runs) > 8
+    labelled: set = set()
+    any_new = False
+    for r in runs:
+        lab = _run_label(r, many)
+        label = None if lab in labelled else lab
+        labelled.add(lab)
+        loops = r["loops"]
+        a_train.plot([d.get("loop", i) for i, d in enumerate(loops)], [d.get("train_pairs") for d in loops],
+                     marker=mk[r["run"]], color=col[r["group"]], label=label, alpha=0.85)
+        new = [(loops[k].get("loop", k), loops[k - 1]["kept"]) for k in range(1, len(loops)) if "kept" in loops[k - 1]]
+        if new:
+            any_new = True
+            a_new.plot([x for x, _ in new], [y for _, y in new], marker=mk[r["run"]], ls="--", color=col[r["group"]],
+                       label=label, alpha=0.85)
+    a_train.set_title("Training pairs per loop")
+    a_train.set_xlabel("loop (0 = seed)")
+    a_train.set_ylabel("training pairs")
+    a_new.set_title("Pseudo-labeled pairs added per loop")
+    a_new.set_xlabel("loop")
+    a_new.set_ylabel("new pairs")
+    if not any_new:
+        a_new.text(0.5, 0.5, "no pool was self-labeled", ha="center", va="center", transform=a_new.transAxes)
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (a_train, a_new):
+        a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(fig, a_train)
+    fig.suptitle("Data per SER loop")
+    fig.savefig(path, dpi=120)
+    return None
+
+
+def plot_gaps(rows: Sequence[dict], groups: Sequence[dict], path: Path, max_panels: int = 12) -> str | None:
+    """Fig. 6: distribution of |p1 - p2| on the pool per loop, one panel per group (seeds summed)."""
+    panels: dict[str, dict[int, tuple[list, list, set]]] = {}
+    for r in rows:
+        for i, d in enumerate(r["loops"]):
+            h, e = d.get("gap_hist"), d.get("gap_edges")
+            if not h or not e or len(e) != len(h) + 1:
+                continue
+            per = panels.setdefault(r["group"], {})
+            k = d.get("loop", i)
+            if k in per and len(per[k][0]) == len(h):
+                per[k][0][:] = [a + b for a, b in zip(per[k][0], h)]
+            else:
+                per[k] = (list(h), list(e), set())
+            if d.get("status"):
+                per[k][2].add(str(d["status"]))
+    if not panels:
+        return "no loop self-labeled its pool (no gap_hist in any finished run)"
+    names = [g["group"] for g in groups if g["group"] in panels][:max_panels]
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = _figure(nrows, ncols, size=(5.5 * ncols, 4 * nrows))
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    tau = {g["group"]: g.get("tau_delta") for g in groups}
+    for idx, name in enumerate(names):
+        ax = axes[idx // ncols, idx % ncols]
+        per = panels[name]
+        kmax = max(per) or 1
+        for k in sorted(per):
+            h, e, sts = per[k]
+            total = sum(h) or 1
+            ax.stairs([c / total for c in h], e, color=cmap(k / kmax if kmax else 0), lw=1.5,
+                      label=f"after loop {k}" + (f" ({'/'.join(sorted(sts))})" if sts else ""))
+        t = _num(tau.get(name))
+        if t is not None:
+            ax.axvline(t, ls=":", color="grey", label=f"τ_Δ = {t:g}")
+        ax.set_title(textwrap.fill(_short(name, 150), 50), fontsize="small")
+        ax.set_xlabel("|p1 - p2| on the pool")
+        ax.set_ylabel("fraction of pool pairs")
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    for idx in range(len(names), nrows * ncols):
+        axes[idx // ncols, idx % ncols].set_visible(False)
+    title = "Score gaps |p1 - p2| per loop"
+    if len(panels) > len(names):
+        title += f" (first {len(names)} of {len(panels)} configurations)"
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    return None
+
+
+def make_plots(rows: Sequence[dict], groups: Sequence[dict], out_dir: Path) -> dict[str, str]:
+    """Write the three figures; returns file -> "" (written) or "skipped: why" (and prints why)."""
+    out_dir = Path(out_dir)
+    notes = {}
+    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps)):
+        target = out_dir / fname
+        why = fn(rows, groups, target)
+        if why:
+            if target.exists():  # an old figure from an earlier report would mislead
+                target.unlink()
+            notes[fname] = f"skipped: {why}"
+            print(f"{fname} skipped: {why}")
+        else:
+            notes[fname] = ""
+    return notes

@@ -1,0 +1,179 @@
+"""Rows and aggregates of many runs: :func:`summary_rows` gives one row per finished run (seed,
+SER and full-data accuracies, gain, gap closed, loops, kept pairs; fields ``ROW_FIELDS``),
+:func:`group_key` the run's configuration without its seed, and :func:`aggregate` groups the runs
+that differ only by seed (mean, sample std and n of each figure, via :func:`_stat`).
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from ser.report.runs import load_run
+from ser.report.values import _num
+
+_SEED_ITEM = re.compile(r"^\+{0,2}seed=")
+#: overrides that do not change results (as Hydra's override_dirname in conf/hydra/default.yaml)
+_NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+)(=|$)")
+
+
+def _split_overrides(s: str) -> list[str]:
+    """Split a Hydra override_dirname ``a=1,b=[1,2],c=x`` on the commas between items."""
+    items, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        items.append(cur)
+    return items
+
+
+def group_key(run: dict) -> str:
+    """The run's configuration without its seed: its overrides with ``seed=...`` removed (and the
+    ones that do not change results: ``logger``, ``trainer.enable_progress_bar``, ``output_dir``, ``hydra.*``).
+
+    Without ``.hydra/overrides.yaml`` the folder name is used when it looks like Hydra's
+    ``key=value,...`` folder name, else model, data, labeled fraction and threshold rule.
+    """
+    if run.get("override_list") is not None:
+        items = run["override_list"]
+    elif "=" in Path(run["name"]).name:
+        items = _split_overrides(Path(run["name"]).name)
+    else:
+        r = run.get("results") or {}
+        th = r.get("thresholds") or {}
+        return (f"model={r.get('model')},data={r.get('data')},labeled_fraction={r.get('labeled_fraction')},"
+                f"thresholds.rule={th.get('rule')}")
+    return ",".join(i for i in items if not _SEED_ITEM.match(i) and not _NEUTRAL_ITEM.match(i))
+
+
+def _main_phase(results: dict) -> dict | None:
+    phases = results.get("phases") or {}
+    return phases.get("ser") or phases.get("seed")
+
+
+ROW_FIELDS = ["run", "path", "overrides", "group", "model", "data", "seed", "labeled_fraction", "rule", "tau_high",
+              "tau_low", "tau_delta", "min_count", "seed_acc", "ser_acc", "full_acc", "gain", "gap_closed", "n_loops",
+              "kept", "statuses", "stop", "loop_test_accs", "wall_s"]
+
+
+def summary_rows(runs: Iterable) -> list[dict]:
+    """One row per finished run (runs: ``load_run`` dicts or paths); unfinished runs are left out.
+
+    Accuracies are fractions: ``seed_acc`` = loop 0 of the ser (or seed) phase, ``ser_acc`` = last
+    loop of the ser phase (None without one), ``full_acc`` = the full phase (None without one),
+    ``gain`` = ser - seed, ``gap_closed`` = (ser - seed) / (full - seed). ``kept`` = pseudo-labeled
+    pairs added to training over all loops; ``statuses`` like "EASY>EASY>HARD>STOP". The row
+    also holds ``loops`` (the main phase's diagnostics, for plots) and ``loop_accs``.
+    """
+    rows = []
+    for run in runs:
+        if not isinstance(run, dict):
+            run = load_run(run)
+        if run["status"] != "finished":
+            continue
+        r = run["results"]
+        phases = r["phases"]
+        main = _main_phase(r)
+        loops = list(main.get("loops") or []) if main else []
+        loop_accs = [_num(d.get("test_acc")) for d in loops]
+        seed_acc = loop_accs[0] if loop_accs else None
+        ser = phases.get("ser")
+        ser_acc = _num(ser["loops"][-1].get("test_acc")) if ser and ser.get("loops") else None
+        full = phases.get("full")
+        full_acc = None
+        if full:
+            full_acc = _num(full.get("test_acc"))
+            if full_acc is None and full.get("loops"):
+                full_acc = _num(full["loops"][-1].get("test_acc"))
+        gain = ser_acc - seed_acc if ser_acc is not None and seed_acc is not None else None
+        gap_closed = None
+        if gain is not None and full_acc is not None and not math.isclose(full_acc, seed_acc, abs_tol=1e-12):
+            gap_closed = gain / (full_acc - seed_acc)
+        th = r.get("thresholds") or {}
+        kept = sum(int(d.get("kept") or 0) for d in loops if "kept" in d and d.get("stop") is None)
+        stops = [d.get("stop") for d in loops if d.get("stop")]
+        rows.append({
+            "run": run["name"], "path": run["path"], "overrides": run["overrides"], "group": group_key(run),
+            "model": r.get("model"), "data": r.get("data"), "seed": r.get("seed"),
+            "labeled_fraction": _num(r.get("labeled_fraction")),
+            "rule": th.get("rule"), "tau_high": th.get("tau_high"), "tau_low": th.get("tau_low"),
+            "tau_delta": th.get("tau_delta"), "min_count": th.get("min_count"),
+            "seed_acc": seed_acc, "ser_acc": ser_acc, "full_acc": full_acc, "gain": gain, "gap_closed": gap_closed,
+            "n_loops": len(loops) - 1 if loops else None, "kept": kept,
+            "statuses": ">".join(str(d["status"]) for d in loops if d.get("status")),
+            "stop": stops[-1] if stops else None,
+            "loop_test_accs": ";".join("" if a is None else f"{a:.6g}" for a in loop_accs),
+            "wall_s": _num(r.get("wall_s")),
+            "loop_accs": loop_accs, "loops": loops,
+        })
+    return rows
+
+
+def _stat(values: Iterable) -> dict:
+    """Mean, sample standard deviation (n - 1; None for n < 2) and n of the non-missing values."""
+    v = [x for x in (_num(x) for x in values) if x is not None]
+    return {"mean": statistics.fmean(v) if v else None, "std": statistics.stdev(v) if len(v) > 1 else None,
+            "n": len(v)}
+
+
+def _key_fn(by) -> Callable[[dict], str]:
+    if callable(by):
+        return lambda r: str(by(r))
+    if isinstance(by, str):
+        return lambda r: str(r.get(by))
+    fields = list(by)
+    return lambda r: ",".join(f"{f}={r.get(f)}" for f in fields)
+
+
+def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], object] = "group") -> list[dict]:
+    """Group rows (default: runs that differ only by seed) in first-seen order.
+
+    ``by``: a row field, a list of fields, or a function of the row. Each group:
+    ``{"group", "n", "runs", "seeds", "model", "data", "labeled_fraction", "seed_acc", "ser_acc",
+    "full_acc", "gain", "gap_closed", "kept", "n_loops", "loop_acc": [per loop k], "loop_gain": [per
+    loop k: loop k - seed, paired]}``; every statistic is ``{"mean", "std", "n"}`` over the runs that
+    have the value (a run stopped at loop 2 does not count for loop 3).
+    """
+    key = _key_fn(by)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    out = []
+    for k, rs in groups.items():
+        n_loop = max((len(r["loop_accs"]) for r in rs), default=0)
+        first = rs[0]
+
+        def same(field):
+            vals = {r.get(field) for r in rs}
+            return vals.pop() if len(vals) == 1 else "/".join(sorted(str(v) for v in vals))
+
+        out.append({
+            "group": k, "n": len(rs), "runs": [r["run"] for r in rs], "seeds": [r["seed"] for r in rs],
+            "gap_closed_runs": [r["gap_closed"] for r in rs],
+            "model": same("model"), "data": same("data"), "labeled_fraction": first.get("labeled_fraction"),
+            "tau_delta": same("tau_delta"),
+            **{f: _stat(r[f] for r in rs) for f in ("seed_acc", "ser_acc", "full_acc", "gain", "gap_closed",
+                                                      "kept", "n_loops")},
+            "loop_acc": [_stat(r["loop_accs"][i] for r in rs if len(r["loop_accs"]) > i) for i in range(n_loop)],
+            "loop_gain": [_stat(r["loop_accs"][i] - r["seed_acc"] for r in rs if len(r["loop_accs"]) > i
+                                and r["loop_accs"][i] is not None and r["seed_acc"] is not None)
+                          for i in range(n_loop)],
+            "full_gain": _stat(r["full_acc"] - r["seed_acc"] for r in rs
+                               if r["full_acc"] is not None and r["seed_acc"] is not None),
+        })
+        # mean gain / mean full-data gain: a per-run ratio explodes when one seed's full model is
+        # barely better than its seed model, so the group figure is the ratio of the means
+        g, fg = out[-1]["gain"], out[-1]["full_gain"]
+        out[-1]["gap_closed_of_means"] = (g["mean"] / fg["mean"] if g["n"] and fg["n"] and fg["mean"] > 0
+                                          else None)
+    return out

@@ -1,0 +1,176 @@
+"""Tables of the report: one run's Table 1 (:func:`run_rows`, :func:`format_run_table` with its
+:func:`time_breakdown`, printed by ``ser.train``), the many-run markdown report
+(:func:`format_markdown`: per-run table, one Table 1 per configuration via :func:`table1_rows`
+and :func:`format_stat`, unfinished runs, figures) and ``runs.csv`` (:func:`write_csv`).
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ser.report.stats import ROW_FIELDS, aggregate, summary_rows
+from ser.report.values import _frac_label, _num, _pct, _plural
+
+
+def run_rows(results: dict) -> list[dict]:
+    """Rows of Table 1 for one run: seed, loop 1..n, SER final, full."""
+    rows = []
+    phases = results["phases"]
+    main = phases.get("ser") or phases.get("seed")
+    if main:
+        hist = main["loops"]
+        frac = main["labeled_fraction"]
+        for k, d in enumerate(hist):
+            prev = hist[k - 1] if k else {}
+            rows.append({
+                "row": f"seed ({frac:.0%} labeled)" if k == 0 else f"loop {k}",
+                "status": prev.get("status", "-") if k else "-",
+                "new_pairs": prev.get("kept", main["counts"]["labeled"]) if k else main["counts"]["labeled"],
+                "precision": prev.get("pseudo_label_precision") if k else None,
+                "train_pairs": d["train_pairs"], "steps": d["steps"],
+                "val_acc": d["val_acc"], "test_acc": d["test_acc"], "time_s": d["train_s"] + d.get("eval_s", 0),
+            })
+        if len(hist) > 1:
+            last = dict(rows[-1], row="SER final")
+            rows.append(last)
+    full = phases.get("full")
+    if full:
+        d = full["loops"][-1]
+        rows.append({"row": "full (100% labeled)", "status": "-", "new_pairs": full["counts"]["labeled"], "precision": None,
+                     "train_pairs": d["train_pairs"], "steps": d["steps"], "val_acc": d["val_acc"],
+                     "test_acc": d["test_acc"], "time_s": d["train_s"] + d.get("eval_s", 0)})
+    return rows
+
+
+def format_run_table(results: dict) -> str:
+    head = ["", "status", "new pairs", "pseudo-label prec %", "train pairs", "steps", "val acc %", "test acc %", "time s"]
+    lines = [f"SER results: model={results['model']} data={results['data']} seed={results['seed']}",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in run_rows(results):
+        lines.append("| " + " | ".join([r["row"], str(r["status"]), str(r["new_pairs"]), _pct(r["precision"]),
+                                        str(r["train_pairs"]), str(r["steps"]), _pct(r["val_acc"]), _pct(r["test_acc"]),
+                                        f"{r['time_s']:.0f}"]) + " |")
+    stops = [p["loops"][-1].get("stop") for p in results["phases"].values() if p["loops"]]
+    lines.append(f"stopped by: {', '.join(str(s) for s in stops)}; wall time {results.get('wall_s', float('nan')):.0f} s")
+    if results.get("precision"):
+        pr = results["precision"]
+        lines.append(f"precision {pr['precision']} ({pr['reason']}) on {pr['hardware']}")
+    lines.extend(time_breakdown(results))
+    return "\n".join(lines)
+
+
+def time_breakdown(results: dict) -> list[str]:
+    """One line per phase: where the wall time went (load, tokenize, train/label per loop, evaluate, export)."""
+    out = []
+    for name, p in results["phases"].items():
+        t, loops = p.get("timings", {}), p["loops"]
+        train = [h["train_s"] for h in loops]
+        label = [h["label_s"] for h in loops if h.get("label_s") is not None]
+        evaluate = sum(h.get("eval_s", 0) for h in loops) - sum(label)
+        per = lambda xs: "/".join(f"{x:.0f}" for x in xs)  # noqa: E731
+        out.append(f"time {name}: load {t.get('data_load_s', 0):.1f} s, tokenize {t.get('tokenize_s', 0):.1f} s, "
+                   f"model {t.get('model_s', 0):.1f} s, train {sum(train):.0f} s ({per(train)})"
+                   + (f", label {sum(label):.0f} s ({per(label)})" if label else "")
+                   + f", evaluate {evaluate:.0f} s, export {t.get('export_s', 0):.1f} s")
+    return out
+
+
+def format_stat(s: dict, scale: float = 100.0, signed: bool = False, digits: int = 2) -> str:
+    """``"mean ± std (n)"`` with 2 decimals (percent by default); ``"mean (1)"`` for one run; ``"-"`` for none."""
+    if not s or not s["n"] or s["mean"] is None:
+        return "-"
+    m = f"{scale * s['mean']:{'+' if signed else ''}.{digits}f}"
+    if s["std"] is None:
+        return f"{m} ({s['n']})"
+    return f"{m} ± {scale * s['std']:.{digits}f} ({s['n']})"
+
+
+def _cell(x) -> str:
+    return "-" if x is None or x == "" else str(x).replace("|", "\\|")
+
+
+def _fmt(x, digits=2) -> str:
+    x = _num(x)
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def table1_rows(group: dict) -> list[tuple[str, dict, dict | None]]:
+    """The paper's Table 1 rows for one group: (label, test accuracy stat, gain-vs-seed stat)."""
+    rows = []
+    if group["loop_acc"]:
+        rows.append((f"{_frac_label(group['labeled_fraction'])} seed", group["loop_acc"][0], None))
+        for k in range(1, len(group["loop_acc"])):
+            rows.append((f"loop {k}", group["loop_acc"][k], group["loop_gain"][k]))
+    elif group["seed_acc"]["n"]:
+        rows.append((f"{_frac_label(group['labeled_fraction'])} seed", group["seed_acc"], None))
+    if group["ser_acc"]["n"]:
+        rows.append(("SER final", group["ser_acc"], group["gain"]))
+    if group["full_acc"]["n"]:
+        rows.append(("full 100%", group["full_acc"], group["full_gain"]))
+    return rows
+
+
+def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, source=None,
+                    by: str | Sequence[str] | Callable[[dict], object] = "group") -> str:
+    """The report: per-run table, one Table 1 per group (test accuracy mean ± std (n)), the
+    unfinished runs with what is missing, and (``plots``: file -> "" or "skipped: why") the figures."""
+    rows = summary_rows(runs)
+    groups = aggregate(rows, by=by)
+    unfinished = [r for r in runs if r["status"] != "finished"]
+    out = [f"# SER report{f': {source}' if source is not None else ''}", "",
+           f"{_plural(len(runs), 'run')}: {len(rows)} finished, {len(unfinished)} unfinished. "
+           "Accuracies are pairwise test accuracies in %; gain in percentage points; "
+           "gap closed = (SER - seed) / (full - seed).", ""]
+    if rows:
+        head = ["run", "model", "data", "seed", "labeled %", "rule", "τ_high", "τ_low", "τ_Δ", "min count",
+                "seed acc %", "SER acc %", "full acc %", "gain pts", "gap closed %", "loops", "kept pairs",
+                "statuses", "wall s"]
+        out += ["## Runs", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            label = r["run"] if not r["overrides"] or r["overrides"] == r["run"] else f"{r['run']} ({r['overrides']})"
+            out.append("| " + " | ".join(_cell(c) for c in [
+                label, r["model"], r["data"], r["seed"], _pct(r["labeled_fraction"]), r["rule"], r["tau_high"],
+                r["tau_low"], r["tau_delta"], r["min_count"], _pct(r["seed_acc"]), _pct(r["ser_acc"]),
+                _pct(r["full_acc"]), "-" if r["gain"] is None else f"{100 * r['gain']:+.2f}", _pct(r["gap_closed"]),
+                r["n_loops"], r["kept"], r["statuses"] or "-", _fmt(r["wall_s"], 0)]) + " |")
+        out += ["", "## Results by configuration (Table 1 layout)", "",
+                "Runs that differ only by seed are grouped; cells are mean ± sample std (n runs).", ""]
+        for g in groups:
+            title = g["group"] or "(default config)"
+            out += [f"### {title}", "",
+                    f"model {g['model']}, data {g['data']}, {_plural(g['n'], 'run')} (seeds "
+                    f"{', '.join(str(s) for s in g['seeds'])})", "",
+                    "| | test acc % | vs seed (pts) |", "|---|---|---|"]
+            for label, acc, gain in table1_rows(g):
+                out.append(f"| {label} | {format_stat(acc)} | {format_stat(gain, signed=True) if gain else '-'} |")
+            extra = [f"gain (SER - seed): {format_stat(g['gain'], signed=True)} pts"] if g["gain"]["n"] else []
+            if g.get("gap_closed_of_means") is not None:
+                per_run = ", ".join("-" if v is None else f"{100 * v:.0f}%" for v in g["gap_closed_runs"])
+                extra.append(f"gap closed: {100 * g['gap_closed_of_means']:.1f}% of the mean gap (per run: {per_run})")
+            if g["kept"]["n"]:
+                extra.append(f"pseudo-labeled pairs kept: {format_stat(g['kept'], scale=1, digits=0)}")
+            if extra:
+                out += ["", "; ".join(extra)]
+            out.append("")
+    if unfinished:
+        out += ["## Unfinished runs", ""]
+        for r in unfinished:
+            label = r["name"] + (f" ({r['overrides']})" if r["overrides"] and r["overrides"] != r["name"] else "")
+            out.append(f"- {label}: {r['missing']}")
+        out.append("")
+    if plots:
+        out += ["## Figures", ""]
+        for fname, note in plots.items():
+            out.append(f"- {fname}: {note}" if note else f"- ![{fname}]({fname})")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else round(r[k], 8) if isinstance(r[k], float) else r[k]
+                        for k in ROW_FIELDS})
