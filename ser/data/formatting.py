@@ -1,0 +1,73 @@
+"""Formatting and tokenisation of one (prompt, answer): :class:`Formatter` turns prompt messages and
+an answer into one model's token ids (its chat template, or the plain ``template`` with
+:func:`render_plain_prompt`), cutting an over-long prompt from the left and keeping the answer.
+"""
+from __future__ import annotations
+
+from ser.errors import DataError
+
+
+def render_plain_prompt(messages: list[dict]) -> str:
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names.get(m['role'], m['role'])}: {m['content']}" for m in messages)
+
+
+class Formatter:
+    """Turns (prompt messages, answer) into token ids for one model, keeping the answer.
+
+    Decoders with a chat template use it; other models use ``template`` (the authors'
+    ``"Question: {q}\\n\\nAnswer: {a}"``). When too long, the prompt is cut from the left; an answer
+    that cannot fit alone is cut at its end (``overlength='truncate'``) or the pair is dropped
+    (``overlength='drop'``, the authors' choice).
+    """
+
+    def __init__(self, tokenizer, max_length: int = 512, template: str = "Question: {q}\n\nAnswer: {a}",
+                 use_chat_template: bool = True, overlength: str = "truncate"):
+        if overlength not in ("truncate", "drop"):
+            raise DataError(f"data.overlength='{overlength}' must be 'truncate' or 'drop'")
+        if "{q}" not in template or "{a}" not in template or not template.rstrip().endswith("{a}"):
+            raise DataError(f"data.template='{template}' must contain {{q}} and end with {{a}}")
+        self.tok = tokenizer
+        self.max_length = int(max_length)
+        self.template = template
+        self.chat = bool(use_chat_template and getattr(tokenizer, "chat_template", None))
+        self.overlength = overlength
+
+    def text(self, messages: list[dict], answer: str) -> tuple[str, int]:
+        """Full text and the character offset where the answer starts."""
+        if self.chat:
+            prefix = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            full = self.tok.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+            if full.startswith(prefix):
+                return full, len(prefix)
+            return full, max(full.rfind(answer), 0)
+        prefix = self.template[: self.template.index("{a}")].replace("{q}", render_plain_prompt(messages))
+        return prefix + answer, len(prefix)
+
+    def encode(self, messages: list[dict], answer: str) -> tuple[list[int] | None, str | None]:
+        """Token ids, and ``'truncated'``/``'answer_truncated'``/``'overlength'`` when cut or dropped."""
+        text, answer_start = self.text(messages, answer)
+        enc = self.tok(text, add_special_tokens=not self.chat, return_offsets_mapping=True)
+        ids, offs = enc["input_ids"], enc["offset_mapping"]
+        n, m = len(ids), self.max_length
+        if n <= m:
+            return ids, None
+        if self.overlength == "drop":
+            return None, "overlength"
+        lead = 0  # leading special tokens ([CLS], <bos>) have empty offsets
+        while lead < n and tuple(offs[lead]) == (0, 0):
+            lead += 1
+        trail = 0
+        while trail < n - lead and tuple(offs[n - 1 - trail]) == (0, 0):
+            trail += 1
+        start = next((i for i in range(lead, n - trail) if offs[i][0] >= answer_start), n - trail)
+        excess = n - m
+        prompt_len = start - lead
+        if excess <= prompt_len:
+            return ids[:lead] + ids[lead + excess:], "truncated"
+        keep_prompt = min(prompt_len, m // 4)  # answer alone too long: keep some context, cut its end
+        body = ids[start - keep_prompt: n - trail]
+        body = body[: m - lead - trail]
+        return ids[:lead] + body + ids[n - trail:], "answer_truncated"
