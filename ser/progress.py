@@ -214,6 +214,8 @@ class ProgressLines(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = (self.progress.clock(), self.position(trainer)[0])
+        step, total = self.position(trainer)  # until the first batch ends: what starts now
+        self.progress.training(self.phase, self.label(trainer), step, total, None, None)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.progress.eta.end(self.phase)
