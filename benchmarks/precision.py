@@ -81,7 +81,7 @@ def main() -> None:
     tok = load_tokenizer(cfg.model)
     dm = PreferenceDataModule(cfg.data, tok, seed=args.seed)
     dm.setup()
-    train_batches = list(dm._loader(dm.labeled, shuffle=True))  # the main job's seed-loop batches
+    train_batches = list(dm._loader(dm.labeled))  # the main job's seed-loop batches
     # a batch of median length (what a typical step costs), and 64 pool answers of median length
     train_batches.sort(key=lambda b: b["input_ids"].shape[1])
     batch = train_batches[len(train_batches) // 2]

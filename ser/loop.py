@@ -93,7 +93,7 @@ class SERLoop(Callback):
         return out
 
     def _evaluate(self, trainer, module) -> dict:
-        """Test and validation accuracy (and validation loss) of this loop's weights, in one pass."""
+        """Test and validation accuracy of this loop's weights, in one length-sorted pass."""
         dm = trainer.datamodule
         flat = lambda pairs: [a for a, _ in pairs] + [b for _, b in pairs]  # noqa: E731
         s = self._score(trainer, module, {"test": flat(dm.test), "val": flat(dm.val)}, "(test, val)")

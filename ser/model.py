@@ -239,15 +239,13 @@ class RewardModel(pl.LightningModule):
         n = r.shape[0] // 2
         return r[:n], r[n:]
 
-    def _step(self, batch, stage: str):
+    def training_step(self, batch, batch_idx):
         rc, rr = self._pair_rewards(batch)
         c = self.loss_cfg
         loss = pairwise_loss(rc, rr, c.kind, c.margin, c.centring_coef)
-        metrics = {f"{stage}/loss": loss.detach(), **{f"{stage}/{k}": v.detach() for k, v in pair_metrics(rc, rr).items()}}
-        on_step = stage == "train"
-        self.log_dict(metrics, on_step=on_step, on_epoch=True, prog_bar=False, batch_size=rc.shape[0],
-                      sync_dist=not on_step)
-        self.log(f"{stage}_acc", metrics[f"{stage}/accuracy"], prog_bar=True, on_step=on_step, on_epoch=True,
+        metrics = {"train/loss": loss.detach(), **{f"train/{k}": v.detach() for k, v in pair_metrics(rc, rr).items()}}
+        self.log_dict(metrics, on_step=True, on_epoch=True, prog_bar=False, batch_size=rc.shape[0], sync_dist=False)
+        self.log("train_acc", metrics["train/accuracy"], prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=rc.shape[0], logger=False)
         return loss
 
@@ -255,9 +253,6 @@ class RewardModel(pl.LightningModule):
         # from_pretrained hands models back in eval mode and Lightning keeps modes as found:
         # without this, dropout would silently stay off while fitting.
         self.net.train()
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
 
     def set_schedule(self, start_step: int, total_steps: int) -> None:
         self.schedule = (int(start_step), int(total_steps))

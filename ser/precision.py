@@ -1,8 +1,8 @@
 """``trainer.precision: auto``: bf16-mixed where the device runs bf16 natively, fp32 elsewhere.
 
-Measured on one MiniLM training step (16 x 160 tokens, 2 threads; ``benchmarks/precision.py``):
-bf16 autocast is 1.6x *faster* than fp32 on an AMD EPYC with AVX512-BF16, and 17-21x *slower*
-on a CPU with AVX2 only (oneDNN emulates bf16 there). No single fixed value is right on every
+Measured on one MiniLM training step (``benchmarks/precision.py``, 2 threads): bf16 autocast is
+1.4x *faster* than fp32 on an AMD EPYC with AVX512-BF16, and 17x *slower* on the same CPU capped
+at AVX2 (21x on a real Zen 3; oneDNN emulates bf16 there). No single fixed value is right on every
 machine, so the default is decided once at start from what the hardware says of itself:
 
 - CUDA: bf16-mixed when the GPU computes bf16 natively (compute capability >= 8.0), else fp32.

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ser.data.batching import FixedBatches, PairCollator, length_grouped_batches, random_batches, shard_batches
+from ser.data.batching import FixedBatches, PairCollator, length_grouped_batches, random_batches
 from ser.data.formats import load_pairs
 from ser.data.formatting import Formatter
 from ser.data.splits import split_pairs
@@ -159,18 +159,16 @@ class PreferenceDataModule(pl.LightningDataModule):
         t = getattr(self, "trainer", None)
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
-    def _loader(self, pairs, shuffle: bool, epoch: int = 0) -> DataLoader:
+    def _loader(self, pairs, epoch: int = 0) -> DataLoader:
+        """The training loader of ``epoch``: shuffled (length-grouped when configured), this rank's share."""
         c = self.cfg
         rank, world = self._rank_world()
         if c.group_by_length and len(pairs) > 0:
             # chosen and rejected are padded together, so a pair costs its longer side
             lengths = [max(len(a), len(b)) for a, b in pairs]
-            batches = length_grouped_batches(lengths, c.batch_size, self.seed + epoch, shuffle, rank=rank, world_size=world)
-        elif shuffle:
-            batches = random_batches(len(pairs), c.batch_size, self.seed + epoch, rank, world)
+            batches = length_grouped_batches(lengths, c.batch_size, self.seed + epoch, True, rank=rank, world_size=world)
         else:
-            batches = shard_batches([list(range(s, min(s + c.batch_size, len(pairs))))
-                                     for s in range(0, len(pairs), c.batch_size)], rank, world)
+            batches = random_batches(len(pairs), c.batch_size, self.seed + epoch, rank, world)
         # a generator of its own: creating the loader's iterator draws a base seed, which from the
         # global RNG would shift the dropout masks depending on when Lightning creates it (a resumed
         # run creates its first iterator before the epoch's re-seeding, an uninterrupted one after)
@@ -187,4 +185,4 @@ class PreferenceDataModule(pl.LightningDataModule):
         pairs = self.train_pairs()
         if not pairs:
             raise DataError("no training pairs: the labeled split is empty and nothing was selected")
-        return self._loader(pairs, shuffle=True, epoch=epoch)
+        return self._loader(pairs, epoch=epoch)
