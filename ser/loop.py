@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -108,7 +109,10 @@ class SERLoop(Callback):
         pl.seed_everything(self.seed + 1000 * epoch, workers=True, verbose=False)
         if epoch == self.loop_start_epoch:  # a new loop begins
             self.loop_start_step = trainer.global_step
-            self.loop_steps = self.cfg.epochs_per_loop * int(trainer.num_training_batches)
+            # optimizer steps (what global_step and the LR schedule count): with gradient accumulation
+            # an epoch of n batches makes ceil(n / k) steps (Lightning steps on the last partial group)
+            per_epoch = math.ceil(int(trainer.num_training_batches) / max(1, int(trainer.accumulate_grad_batches)))
+            self.loop_steps = self.cfg.epochs_per_loop * per_epoch
             self.loop_wall = 0.0
             if self.loop > 0 and self.cfg.restart_from_seed:
                 module.net.load_state_dict(torch.load(self._seed_path(), map_location=module.device))

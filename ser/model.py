@@ -255,9 +255,27 @@ class RewardModel(pl.LightningModule):
         self.net.train()
 
     def set_schedule(self, start_step: int, total_steps: int) -> None:
+        """Restart the LR schedule: ``total_steps`` optimizer steps from global step ``start_step``.
+
+        The optimizer's LR is set at once from the new schedule: ``LambdaLR`` computed it after the
+        previous step from the schedule then in force (whose last factor is 0), so without this the
+        first step of every loop would train with LR 0 and the warm-up would run one step late.
+        """
         self.schedule = (int(start_step), int(total_steps))
+        if self._trainer is None or not self.trainer.lr_scheduler_configs:
+            return
+        sched = self.trainer.lr_scheduler_configs[0].scheduler
+        factor = self._lr_factor(sched.last_epoch)
+        for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+            group["lr"] = base * factor
+        sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
 
     def _lr_factor(self, step: int) -> float:
+        """LR factor at optimizer step ``step`` (= the scheduler's ``last_epoch`` = ``global_step``).
+
+        Before the first ``set_schedule`` (only while the optimizer is built) the schedule spans the
+        whole fit; the SER loop replaces it before the first step.
+        """
         start, total = self.schedule if self.schedule else (0, max(1, int(self.trainer.estimated_stepping_batches)))
         warmup = self.optim_cfg.warmup_steps if self.optim_cfg.warmup_steps >= 1 else math.ceil(self.optim_cfg.warmup_steps * total)
         return warmup_linear(step - start, total, int(warmup))

@@ -173,3 +173,35 @@ def test_ser_run_hands_its_reward_model_to_ppo(tmp_path):
     res = run(compose(tiny_overrides(data, "loop.max_loops=1", "ppo=tiny", "ppo.steps=2"), output_dir=tmp_path / "run"))
     assert "ppo" in res
     assert json.dumps(res["ppo"]).count(str(tmp_path / "run" / "ser" / "reward_model")) >= 1  # the SER model drove PPO
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_lr_at_every_step_restarts_each_loop(tmp_path, monkeypatch, accumulate):
+    """The optimizer's LR read at every optimizer step: each loop warms up from its first step
+    (never LR 0) and decays to its last, with and without gradient accumulation."""
+    from ser.model import RewardModel
+
+    seen = []
+
+    def record(self, optimizer):
+        seen.append((self.trainer.global_step, self.trainer.current_epoch, optimizer.param_groups[0]["lr"]))
+
+    monkeypatch.setattr(RewardModel, "on_before_optimizer_step", record, raising=False)
+    data = write_pairs(tmp_path / "pairs.jsonl", n=120)
+    lr, warmup = 1e-2, 2
+    res = run(compose(tiny_overrides(data, "loop.max_loops=2", f"optim.lr={lr}", f"optim.warmup_steps={warmup}",
+                                     f"+trainer.accumulate_grad_batches={accumulate}", "thresholds.scaling=labeled_std",
+                                     "thresholds.min_count=1",
+                                     "loop.epochs_per_loop=2"), output_dir=tmp_path / "run"))
+    hist = res["phases"]["ser"]["loops"]
+    assert len(hist) >= 2
+    start = 0
+    for h in hist:
+        steps = h["steps"]
+        lrs = [x for g, _, x in seen if start <= g < start + steps]
+        assert len(lrs) == steps > warmup  # one record per optimizer step, all of this loop's
+        expected = [lr * ((i + 1) / warmup if i < warmup else (steps - i) / (steps - warmup)) for i in range(steps)]
+        assert lrs == pytest.approx(expected, rel=1e-6), f"loop {h['loop']}"
+        assert min(lrs) > 0 and lrs[-1] == pytest.approx(lr / (steps - warmup))  # decays to its last step
+        start += steps
+    assert start == len(seen)
