@@ -7,7 +7,7 @@ from ser import rl
 from ser.data import check_fraction
 from ser.errors import ConfigError, DataError, ModelNotFound, PPOConfigError
 from ser.losses import LOSSES
-from ser.loop import thresholds_from_config
+from ser.loop import SELECT_MODES, thresholds_from_config
 from ser.progress import LINE_MODES
 from ser.status import SCALE_MODES
 
@@ -44,6 +44,16 @@ def validate(cfg: DictConfig) -> None:
     for key, lo in (("loop.max_loops", 0), ("loop.epochs_per_loop", 1), ("loop.score_batch_size", 1),
                     ("data.batch_size", 1), ("data.max_length", 8), ("seed", 0)):
         _positive_int(cfg, key, lo)
+    if cfg.loop.get("select", "last") not in SELECT_MODES:
+        raise ConfigError(f"loop.select='{cfg.loop.select}' must be one of {', '.join(SELECT_MODES)}")
+    if cfg.loop.get("select", "last") == "best_val" and cfg.data.val_fraction <= 0:
+        raise ConfigError("loop.select=best_val needs a validation split: set data.val_fraction > 0")
+    for name, spec in (cfg.data.get("eval_sets") or {}).items():
+        if not str(name).isidentifier() or name in ("test", "val"):
+            raise ConfigError(f"data.eval_sets.{name}: a name must be an identifier other than test and val")
+        if not isinstance(spec, DictConfig) or not (spec.get("files") or spec.get("test_files") or spec.get("hub_id")):
+            raise ConfigError(f"data.eval_sets.{name} needs files (or a data config with files/hub_id), "
+                              f"e.g. +data.eval_sets.{name}.files=[my_pairs.jsonl]")
     if str(cfg.trainer.get("precision", "auto")) not in PRECISIONS:
         raise ConfigError(f"trainer.precision='{cfg.trainer.precision}' must be one of {', '.join(PRECISIONS)}")
     if cfg.get("progress") is not None:

@@ -34,6 +34,10 @@ def thresholds_from_config(cfg) -> st.Thresholds:
                          min_count=cfg.min_count, rule=cfg.rule)
 
 
+#: loop.select: which loop's weights are the phase's final model
+SELECT_MODES = ("last", "best_val")
+
+
 def chosen_wins(scores: np.ndarray) -> float:
     """Pairwise accuracy of ``[chosen..., rejected...]`` scores: the share where chosen is higher."""
     n = len(scores) // 2
@@ -61,13 +65,14 @@ class SERLoop(Callback):
         self.loop_steps = 0
         self.loop_wall = 0.0
         self.history: list[dict] = []
+        self.best_loop: int | None = None  # loop.select=best_val: the loop whose weights are kept so far
         self.finished = False
         self._t0 = None
 
     # -- checkpointed state ------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("loop", "loop_start_epoch", "loop_start_step", "loop_steps",
-                                               "loop_wall", "history", "finished")}
+                                               "loop_wall", "history", "best_loop", "finished")}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
@@ -94,14 +99,57 @@ class SERLoop(Callback):
         return out
 
     def _evaluate(self, trainer, module) -> dict:
-        """Test and validation accuracy of this loop's weights, in one length-sorted pass."""
-        dm = trainer.datamodule
+        """Accuracy of this loop's weights on test, val and every named eval set, in one
+        length-sorted pass; the scores of every pair go to ``eval_scores_loop{n}.npz``
+        (``{set}_chosen``, ``{set}_rejected``, pairs in split order: the same for every phase of
+        a run), the raw material of the paired statistics in ``ser report``."""
+        sets = trainer.datamodule.evaluation_sets()
         flat = lambda pairs: [a for a, _ in pairs] + [b for _, b in pairs]  # noqa: E731
-        s = self._score(trainer, module, {"test": flat(dm.test), "val": flat(dm.val)}, "(test, val)")
-        return {f"{split}_acc": chosen_wins(s[split]) for split in ("val", "test")}
+        s = self._score(trainer, module, {name: flat(p) for name, p in sets.items()}, f"({', '.join(sets)})")
+        if trainer.is_global_zero:
+            arrays = {}
+            for name, v in s.items():
+                n = len(v) // 2
+                arrays[f"{name}_chosen"], arrays[f"{name}_rejected"] = v[:n].astype(np.float32), v[n:].astype(np.float32)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(self.out_dir / f"eval_scores_loop{self.loop}.npz", **arrays)
+        return {f"{name}_acc": chosen_wins(v) for name, v in s.items()}
 
     def _seed_path(self) -> Path:
         return self.out_dir / "seed_weights.pt"
+
+    def _best_path(self) -> Path:
+        return self.out_dir / "best_val_weights.pt"
+
+    def _save_weights(self, trainer, path: Path) -> None:
+        """The whole model's weights through the strategy (gathered under fsdp), written by rank 0."""
+        state = trainer.strategy.lightning_module_state_dict()
+        if trainer.is_global_zero:
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(state, tmp)
+            tmp.replace(path)
+        trainer.strategy.barrier(f"ser_save_{path.stem}")
+
+    @staticmethod
+    def _load_weights(trainer, module, path: Path) -> None:
+        state = torch.load(path, map_location="cpu")
+        strategy = trainer.strategy
+        if type(strategy).__name__ == "FSDPStrategy":  # load the full state dict into the sharded model
+            from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel as FSDP, StateDictType
+
+            with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT,
+                                      FullStateDictConfig(offload_to_cpu=True, rank0_only=False)):
+                strategy.model.load_state_dict(state)
+        else:
+            module.load_state_dict(state)
+
+    def select_final(self, trainer, module) -> int:
+        """Load the selected loop's weights (``loop.select=best_val``); the selected loop's index."""
+        if self.cfg.get("select", "last") == "best_val" and self.best_loop is not None:
+            if self.best_loop != self.history[-1]["loop"]:
+                self._load_weights(trainer, module, self._best_path())
+            return self.best_loop
+        return self.history[-1]["loop"]
 
     # -- hooks -------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: pl.Trainer, module) -> None:
@@ -115,7 +163,7 @@ class SERLoop(Callback):
             self.loop_steps = self.cfg.epochs_per_loop * per_epoch
             self.loop_wall = 0.0
             if self.loop > 0 and self.cfg.restart_from_seed:
-                module.net.load_state_dict(torch.load(self._seed_path(), map_location=module.device))
+                self._load_weights(trainer, module, self._seed_path())
                 for opt in trainer.optimizers:
                     opt.state.clear()
             done = [h for h in self.history if h["steps"] > 0]
@@ -146,9 +194,13 @@ class SERLoop(Callback):
             **self._evaluate(trainer, module),
         }
         if self.loop == 0 and self.cfg.restart_from_seed:
-            if trainer.is_global_zero:
-                torch.save(module.net.state_dict(), self._seed_path())
-            trainer.strategy.barrier("ser_seed_weights")
+            self._save_weights(trainer, self._seed_path())
+        if self.cfg.get("select", "last") == "best_val" and "val_acc" in diag:
+            best = next((h for h in self.history if h["loop"] == self.best_loop), None)
+            if best is None or diag["val_acc"] > best["val_acc"]:  # ties keep the earlier loop
+                self.best_loop = self.loop
+                self._save_weights(trainer, self._best_path())
+            diag["best_val_loop"] = self.best_loop
         stop_reason = None
         alive = dm.pool_indices()
         if self.loop >= self.cfg.max_loops:

@@ -119,6 +119,12 @@ class DataConfig:
     group_by_length: bool = True  # batches of similar length (little padding)
     batch_size: int = 8  # pairs per training batch (authors: 40)
     num_workers: int = 0
+    # Further named evaluation sets, scored every loop beside test and val (never used to select):
+    # name -> a data config (``- /data@data.eval_sets.NAME: alpaca_eval`` in an experiment) or
+    # ``{files: [...], format: auto, sample: 500}``. Its test_files are used when it has them; pairs
+    # whose prompt is in this run's training data are dropped; ``sample`` keeps a seeded random subset
+    # (the same pairs for every run seed, so seeds pool).
+    eval_sets: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,6 +175,10 @@ class LoopConfig:
     remove_selected: bool = True  # selected pairs leave the pool (the authors' code)
     restart_from_seed: bool = False  # every loop restarts from the seed weights
     score_batch_size: int = 64  # sequences per scoring batch (pool, evaluation)
+    # Which loop's weights are "SER final" (exported, in the table, the sweep objective):
+    # last = the last loop trained (the paper); best_val = the loop with the best validation accuracy
+    # (ties: the earlier loop). The test split never chooses.
+    select: str = "last"
 
 
 # --------------------------------------------------------------------------------------------

@@ -128,6 +128,8 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
             lg.experiment.finish()
     if not loop.finished:
         raise RuntimeError(f"{phase_dir}: training stopped before the loop finished (interrupted?); run the same command again to resume")
+    selected = loop.select_final(trainer, module)  # loop.select: last, or best_val (its weights loaded back)
+    chosen = next(h for h in loop.history if h["loop"] == selected)
     t0 = time.perf_counter()
     export_dir = None
     progress.set_status(f"[{phase}] exporting the reward model")
@@ -142,7 +144,10 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
         "dropped": dict(dm.load_report.dropped),
         "formatting": dict(dm.cut),
         "loops": loop.history,
-        "test_acc": loop.history[-1]["test_acc"],
+        "select": cfg.loop.get("select", "last"),
+        "selected_loop": selected,
+        # the selected loop's accuracies: "SER final" (test_acc) and the sweep objective (val_acc)
+        **{k: v for k, v in chosen.items() if k.endswith("_acc")},
         "timings": {"data_s": round(t_data, 2), "data_load_s": dm.timings["load_s"], "tokenize_s": dm.timings["tokenize_s"],
                     "model_s": round(t_model, 2), "fit_s": round(t_fit, 2), "export_s": round(time.perf_counter() - t0, 2)},
         "export": export_dir,
@@ -221,9 +226,17 @@ def run_precision(cfg: DictConfig, out: Path) -> PrecisionChoice:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     results = run_reporting_errors(run, cfg)
-    # the value a Hydra sweeper (e.g. Optuna) optimises: final test accuracy of the first phase
+    return objective(results)
+
+
+def objective(results: dict) -> float | None:
+    """The value a Hydra sweeper (e.g. Optuna) maximises: validation accuracy of the main phase's
+    selected loop. Never test accuracy: the test split must not choose thresholds or settings."""
     first = next(iter(results["phases"].values()))
-    return first["test_acc"]
+    val = first.get("val_acc")
+    if val is None:
+        log.warning("no validation split (data.val_fraction=0): the run returns no objective for a sweeper")
+    return val
 
 
 if __name__ == "__main__":

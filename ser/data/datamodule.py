@@ -89,12 +89,38 @@ class PreferenceDataModule(pl.LightningDataModule):
             self.val = self._encode_pairs(fmt, self.splits.val, "chosen", "rejected", "val")
             self.test = self._encode_pairs(fmt, self.splits.test, "chosen", "rejected", "test")
             pool = self._encode_pairs(fmt, self.splits.pool, "a1", "a2", "pool", keep_index=True)
+            self.eval_sets = {name: self._encode_pairs(fmt, self._eval_rows(name, spec), "chosen", "rejected", name)
+                              for name, spec in (c.get("eval_sets") or {}).items()}
         self.pool = [(a, b) for a, b, _ in pool]
         self.pool_hidden = self.splits.pool_hidden[[i for _, _, i in pool]] if pool else np.zeros(0, bool)
         self.pool_alive = np.ones(len(self.pool), dtype=bool)
         self.timings = {"load_s": round(t1 - t0, 2), "tokenize_s": round(time.perf_counter() - t1, 2)}
         self._ready = True
         log.debug("data: %s", self.summary_line())
+
+    def _eval_rows(self, name: str, spec) -> list[dict]:
+        """The pairs of evaluation set ``name``: its test files when it has them (a data config), else
+        its files or hub split; pairs whose prompt is in this run's training data are dropped, then a
+        seeded sample of ``sample`` pairs is kept (seed 0: the same pairs whatever the run's seed)."""
+        c = self.cfg
+        files = spec.get("test_files") or spec.get("files")
+        columns = dict(spec.columns) if spec.get("columns") else None
+        pairs, rep = load_pairs(files, spec.get("format", "auto"), spec.get("data_dir") or c.get("data_dir"),
+                                spec.get("hub_id"), spec.get("hub_config"),
+                                spec.get("hub_test_split") or spec.get("hub_split", "train"), spec.get("hub_data_dir"),
+                                spec.get("limit"), columns)
+        train_keys = {p["key"] for p in self.splits.labeled} | {p["key"] for p in self.splits.pool}
+        kept = [p for p in pairs if p["key"] not in train_keys]
+        if len(kept) < len(pairs):
+            self.cut[f"dropped_in_train_{name}"] += len(pairs) - len(kept)
+        n = spec.get("sample")
+        if n and n < len(kept):
+            idx = sorted(np.random.default_rng(0).choice(len(kept), size=int(n), replace=False))
+            kept = [kept[i] for i in idx]
+        if not kept:
+            raise DataError(f"data.eval_sets.{name}: no pairs left ({rep.line()}; all prompts are in the training data?)")
+        log.info("eval set %s: %d pairs (%s)", name, len(kept), rep.line())
+        return kept
 
     def _encode_pairs(self, fmt: Formatter, rows: list[dict], a: str, b: str, split: str, keep_index=False):
         out = []
@@ -114,7 +140,12 @@ class PreferenceDataModule(pl.LightningDataModule):
         return out
 
     def counts(self) -> dict[str, int]:
-        return {"labeled": len(self.labeled), "pool": len(self.pool), "val": len(self.val), "test": len(self.test)}
+        return {"labeled": len(self.labeled), "pool": len(self.pool), "val": len(self.val), "test": len(self.test),
+                **{name: len(pairs) for name, pairs in self.eval_sets.items()}}
+
+    def evaluation_sets(self) -> dict[str, list]:
+        """Every set scored at each loop's end: test, val (when there is one) and the named eval sets."""
+        return {"test": self.test, **({"val": self.val} if self.val else {}), **self.eval_sets}
 
     def summary_line(self) -> str:
         cut = ", ".join(f"{k}={v}" for k, v in sorted(self.cut.items())) or "none"

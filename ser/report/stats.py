@@ -88,7 +88,7 @@ def summary_rows(runs: Iterable) -> list[dict]:
         loop_accs = [_num(d.get("test_acc")) for d in loops]
         seed_acc = loop_accs[0] if loop_accs else None
         ser = phases.get("ser")
-        ser_acc = _num(ser["loops"][-1].get("test_acc")) if ser and ser.get("loops") else None
+        ser_acc = _num(ser.get("test_acc")) if ser and ser.get("loops") else None  # the selected loop (loop.select)
         full = phases.get("full")
         full_acc = None
         if full:

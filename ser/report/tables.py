@@ -29,28 +29,34 @@ def run_rows(results: dict) -> list[dict]:
                 "new_pairs": prev.get("kept", main["counts"]["labeled"]) if k else main["counts"]["labeled"],
                 "precision": prev.get("pseudo_label_precision") if k else None,
                 "train_pairs": d["train_pairs"], "steps": d["steps"],
-                "val_acc": d["val_acc"], "test_acc": d["test_acc"], "time_s": d["train_s"] + d.get("eval_s", 0),
+                "val_acc": d.get("val_acc"), "test_acc": d["test_acc"], "time_s": d["train_s"] + d.get("eval_s", 0),
+                **{k: v for k, v in d.items() if k.endswith("_acc") and k not in ("val_acc", "test_acc")},
             })
         if len(hist) > 1:
-            last = dict(rows[-1], row="SER final")
-            rows.append(last)
+            sel = main.get("selected_loop", len(hist) - 1)
+            how = "last" if main.get("select", "last") == "last" else f"best val: loop {sel}"
+            rows.append(dict(rows[sel], row=f"SER final ({how})"))
     full = phases.get("full")
     if full:
         d = full["loops"][-1]
         rows.append({"row": "full (100% labeled)", "status": "-", "new_pairs": full["counts"]["labeled"], "precision": None,
-                     "train_pairs": d["train_pairs"], "steps": d["steps"], "val_acc": d["val_acc"],
-                     "test_acc": d["test_acc"], "time_s": d["train_s"] + d.get("eval_s", 0)})
+                     "train_pairs": d["train_pairs"], "steps": d["steps"], "val_acc": d.get("val_acc"),
+                     "test_acc": d["test_acc"], "time_s": d["train_s"] + d.get("eval_s", 0),
+                     **{k: v for k, v in d.items() if k.endswith("_acc") and k not in ("val_acc", "test_acc")}})
     return rows
 
 
 def format_run_table(results: dict) -> str:
-    head = ["", "status", "new pairs", "pseudo-label prec %", "train pairs", "steps", "val acc %", "test acc %", "time s"]
+    rows = run_rows(results)
+    extra = list(dict.fromkeys(k for r in rows for k in r if k.endswith("_acc") and k not in ("val_acc", "test_acc")))
+    head = ["", "status", "new pairs", "pseudo-label prec %", "train pairs", "steps", "val acc %", "test acc %",
+            *[f"{k[:-4]} acc %" for k in extra], "time s"]
     lines = [f"SER results: model={results['model']} data={results['data']} seed={results['seed']}",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in run_rows(results):
+    for r in rows:
         lines.append("| " + " | ".join([r["row"], str(r["status"]), str(r["new_pairs"]), _pct(r["precision"]),
                                         str(r["train_pairs"]), str(r["steps"]), _pct(r["val_acc"]), _pct(r["test_acc"]),
-                                        f"{r['time_s']:.0f}"]) + " |")
+                                        *[_pct(r.get(k)) for k in extra], f"{r['time_s']:.0f}"]) + " |")
     stops = [p["loops"][-1].get("stop") for p in results["phases"].values() if p["loops"]]
     lines.append(f"stopped by: {', '.join(str(s) for s in stops)}; wall time {results.get('wall_s', float('nan')):.0f} s")
     if results.get("precision"):
