@@ -13,5 +13,5 @@ SEEDS=${2:-0,1,2,3,4}
 OUT=${OUT:-multirun/table1_cpu}
 export SER_DATA_DIR=${SER_DATA_DIR:-$(cd .. && pwd)/shared/data}
 .venv/bin/python -m ser.train -m "experiment=$EXPERIMENTS" "seed=$SEEDS" \
-  trainer.enable_progress_bar=false "hydra.sweep.dir=$OUT" 'hydra.sweep.subdir=${ser_dirname:${hydra.job.override_dirname}}'
+  trainer.enable_progress_bar=false "hydra.sweep.dir=$OUT"
 .venv/bin/ser report "$OUT"

@@ -9,5 +9,5 @@ EXP=${1:?experiment name, e.g. paper_hh_llama3_8b}
 SEEDS=${2:-0,1,2}
 shift 2 || shift $#
 OUT=${OUT:-multirun/table1_gpu/$EXP}
-python -m ser.train -m "experiment=$EXP" "seed=$SEEDS" "hydra.sweep.dir=$OUT" 'hydra.sweep.subdir=${ser_dirname:${hydra.job.override_dirname}}' "$@"
+python -m ser.train -m "experiment=$EXP" "seed=$SEEDS" "hydra.sweep.dir=$OUT" "$@"
 ser report "$OUT"

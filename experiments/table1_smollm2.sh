@@ -9,5 +9,5 @@ shift || true
 OUT=${OUT:-multirun/table1_smollm2}
 export SER_DATA_DIR=${SER_DATA_DIR:-$(cd .. && pwd)/shared/data}
 .venv/bin/python -m ser.train -m experiment=ser_hh_smollm2,ser_summarize_smollm2,ser_ultrafeedback_smollm2 \
-  "seed=$SEEDS" trainer.enable_progress_bar=false "hydra.sweep.dir=$OUT" 'hydra.sweep.subdir=${ser_dirname:${hydra.job.override_dirname}}' "$@"
+  "seed=$SEEDS" trainer.enable_progress_bar=false "hydra.sweep.dir=$OUT" "$@"
 .venv/bin/ser report "$OUT"
