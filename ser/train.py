@@ -29,6 +29,7 @@ from ser.model import RewardModel, build_hf_model, export_reward_model, load_tok
 from ser.precision import PrecisionChoice, resolve_precision
 from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table
+from ser.report.paired import run_outcomes, run_statistics
 
 log = logging.getLogger("ser")
 
@@ -193,6 +194,8 @@ def run(cfg: DictConfig) -> dict:
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     if rank_zero_only.rank != 0:  # under ddp every rank runs this function; one writes and prints
         return results
+    # paired statistics on the same test pairs: CIs and McNemar p of SER - seed and full - seed
+    results["statistics"] = run_statistics(run_outcomes(out, results))
     results_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(results_path, results)
     table = format_run_table(results)

@@ -63,6 +63,10 @@ def test_tiny_ser_run_learns_and_stops(tmp_path):
     assert ser_hist[0]["test_acc"] > 0.8  # the tiny model does learn 'yes' over 'no'
     assert ser_hist[0]["pseudo_label_precision"] > 0.8
     assert res["phases"]["full"]["counts"]["pool"] == 0
+    stats = res["statistics"]["test"]  # paired on the same test pairs: SER and full vs the seed RM
+    n_test = res["phases"]["ser"]["counts"]["test"]
+    assert stats["ser"]["ci"]["n"] == stats["full"]["ci"]["n"] == n_test
+    assert stats["ser"]["ci"]["estimate"] == pytest.approx(res["phases"]["ser"]["test_acc"] - ser_hist[0]["test_acc"])
     out = tmp_path / "run"
     assert (out / "results.json").exists() and (out / "ser" / "reward_model" / "config.json").exists()
     assert len((out / "ser" / "loops.jsonl").read_text().splitlines()) == len(ser_hist)

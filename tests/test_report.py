@@ -241,3 +241,61 @@ def test_cli_train_execs_ser_train(monkeypatch):
     assert cli.main(["train", "seed=1", "--cfg", "job"]) == 0
     assert calls == [(sys.executable, [sys.executable, "-m", "ser.train", "seed=1", "--cfg", "job"])]
     assert {"report", "train"} <= set(cli.COMMANDS)
+
+
+def _save_outcomes(d: Path, phase: str, loop: int, right: int, n: int = 100, extra: int | None = None):
+    """Per-pair scores where the first ``right`` of ``n`` test pairs are ranked right; on the 50
+    pairs of set ``other``, the first ``extra`` at loop 0 and the last ``extra`` after it."""
+    import numpy as np
+
+    chosen = np.where(np.arange(n) < right, 1.0, -1.0).astype(np.float32)
+    arrays = {"test_chosen": chosen, "test_rejected": np.zeros(n, np.float32),
+              "val_chosen": np.ones(10, np.float32), "val_rejected": np.zeros(10, np.float32)}
+    if extra is not None:
+        order = np.arange(50) if loop == 0 else np.arange(50)[::-1]
+        arrays.update({"other_chosen": np.where(order < extra, 1.0, -1.0), "other_rejected": np.zeros(50)})
+    np.savez(d / phase / f"eval_scores_loop{loop}.npz", **arrays)
+
+
+def test_paired_statistics_in_rows_groups_and_markdown(tmp_path):
+    """Two seeds, each: seed RM right on pairs 0-49, SER (loop 2) on 0-59, full on 0-69 (nested), so
+    SER - seed = +10 points with 10 discordant pairs all SER's: McNemar p = 2 / 2^10; gap closed 50%."""
+    s = tmp_path / "sweep"
+    for seed in (0, 1):
+        d = write_run(s / str(seed), ["loop.max_loops=2", f"seed={seed}"], seed, [0.50, 0.55, 0.60], ["EASY", "HARD"],
+                      full=0.70)
+        for loop, right in ((0, 50), (1, 55), (2, 60)):
+            _save_outcomes(d, "ser", loop, right, extra=25 + loop)
+        _save_outcomes(d, "full", 0, 70, extra=30)
+    rows = summary_rows(load_runs(s))
+    r = rows[0]
+    assert r["gain"] == pytest.approx(0.10) and r["gain_p"] == pytest.approx(2 / 2 ** 10)
+    assert r["gain_low"] > 0 and r["gain_high"] < 0.2 and r["full_gain_low"] > 0.1
+    assert r["best_val_loop"] == 2 and r["ser_best_val_acc"] == pytest.approx(0.60)  # fake val acc = test acc
+    g = aggregate(rows)[0]
+    test = g["paired"]["test"]
+    assert test["runs"] == 2 and test["ser"]["gain"]["estimate"] == pytest.approx(0.10)
+    assert test["ser"]["gap_closed"]["estimate"] == pytest.approx(0.5)
+    assert test["ser"]["verdict"].startswith("SER final beats the seed RM at 95%: +10.0")
+    assert g["paired"]["other"]["ser"]["gain"]["estimate"] == pytest.approx(0.04)  # 27 vs 25 of 50 right
+    assert "does not beat" in g["paired"]["other"]["ser"]["verdict"]
+    md = format_markdown(load_runs(s))
+    assert "Paired over seeds and test pairs" in md and "gap closed 50%" in md
+    assert "| SER final | 60.00 ± 0.00 (2) | +10.00 ± 0.00 (2) | +10.00 [" in md
+    assert "**other**: SER final does not beat the seed RM" in md
+
+
+def test_run_table_prints_paired_statistics(tmp_path):
+    from ser.report.paired import run_outcomes, run_statistics
+
+    d = write_run(tmp_path / "run", ["seed=0"], 0, [0.50, 0.55, 0.60], ["EASY", "HARD"], full=0.70)
+    for loop, right in ((0, 50), (1, 55), (2, 60)):
+        _save_outcomes(d, "ser", loop, right)
+    _save_outcomes(d, "full", 0, 70)
+    results = json.loads((d / "results.json").read_text())
+    results["statistics"] = run_statistics(run_outcomes(d, results))
+    table = format_run_table(results)
+    assert "SER final - seed on test (100 pairs): +10.0 [" in table
+    assert "McNemar exact p = 0.00195 (10 pairs right only with SER final, 0 only with the seed RM)" in table
+    assert "full data - seed on test (100 pairs): +20.0 [" in table
+    assert "verdict (test, this run): SER final beats the seed RM at 95%" in table

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ser.report.paired import best_val_loop, group_statistics, run_outcomes, run_statistics
 from ser.report.runs import load_run
 from ser.report.values import _num
 
@@ -63,7 +64,8 @@ def _main_phase(results: dict) -> dict | None:
 
 ROW_FIELDS = ["run", "path", "overrides", "group", "model", "data", "seed", "labeled_fraction", "rule", "tau_high",
               "tau_low", "tau_delta", "min_count", "seed_acc", "ser_acc", "full_acc", "gain", "gap_closed", "n_loops",
-              "kept", "statuses", "stop", "loop_test_accs", "wall_s"]
+              "kept", "statuses", "stop", "loop_test_accs", "wall_s", "gain_low", "gain_high", "gain_p", "full_gain_low",
+              "full_gain_high", "best_val_loop", "ser_best_val_acc"]
 
 
 def summary_rows(runs: Iterable) -> list[dict]:
@@ -102,6 +104,10 @@ def summary_rows(runs: Iterable) -> list[dict]:
         th = r.get("thresholds") or {}
         kept = sum(int(d.get("kept") or 0) for d in loops if "kept" in d and d.get("stop") is None)
         stops = [d.get("stop") for d in loops if d.get("stop")]
+        outcomes = run_outcomes(run["path"], r)
+        paired = run_statistics(outcomes, n_boot=2000).get("test", {})
+        ci = lambda m, k: paired[m]["ci"][k] if m in paired else None  # noqa: E731
+        bv = best_val_loop(loops) if ser else None
         rows.append({
             "run": run["name"], "path": run["path"], "overrides": run["overrides"], "group": group_key(run),
             "model": r.get("model"), "data": r.get("data"), "seed": r.get("seed"),
@@ -114,7 +120,11 @@ def summary_rows(runs: Iterable) -> list[dict]:
             "stop": stops[-1] if stops else None,
             "loop_test_accs": ";".join("" if a is None else f"{a:.6g}" for a in loop_accs),
             "wall_s": _num(r.get("wall_s")),
-            "loop_accs": loop_accs, "loops": loops,
+            "gain_low": ci("ser", "low"), "gain_high": ci("ser", "high"),
+            "gain_p": paired["ser"]["mcnemar"]["p"] if "ser" in paired else None,
+            "full_gain_low": ci("full", "low"), "full_gain_high": ci("full", "high"),
+            "best_val_loop": bv, "ser_best_val_acc": loop_accs[bv] if bv is not None and bv < len(loop_accs) else None,
+            "loop_accs": loop_accs, "loops": loops, "outcomes": outcomes,
         })
     return rows
 
@@ -171,6 +181,8 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
             "full_gain": _stat(r["full_acc"] - r["seed_acc"] for r in rs
                                if r["full_acc"] is not None and r["seed_acc"] is not None),
         })
+        out[-1]["paired"] = group_statistics([r.get("outcomes") or {} for r in rs])
+        out[-1]["ser_best_val_acc"] = _stat(r.get("ser_best_val_acc") for r in rs)
         # mean gain / mean full-data gain: a per-run ratio explodes when one seed's full model is
         # barely better than its seed model, so the group figure is the ratio of the means
         g, fg = out[-1]["gain"], out[-1]["full_gain"]

@@ -9,6 +9,7 @@ import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ser.report.paired import statistics_lines
 from ser.report.stats import ROW_FIELDS, aggregate, summary_rows
 from ser.report.values import _frac_label, _num, _pct, _plural
 
@@ -62,6 +63,7 @@ def format_run_table(results: dict) -> str:
     if results.get("precision"):
         pr = results["precision"]
         lines.append(f"precision {pr['precision']} ({pr['reason']}) on {pr['hardware']}")
+    lines.extend(statistics_lines(results.get("statistics") or {}))
     lines.extend(time_breakdown(results))
     return "\n".join(lines)
 
@@ -130,15 +132,17 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
            "gap closed = (SER - seed) / (full - seed).", ""]
     if rows:
         head = ["run", "model", "data", "seed", "labeled %", "rule", "τ_high", "τ_low", "τ_Δ", "min count",
-                "seed acc %", "SER acc %", "full acc %", "gain pts", "gap closed %", "loops", "kept pairs",
-                "statuses", "wall s"]
+                "seed acc %", "SER acc %", "full acc %", "gain pts", "gain 95% CI", "McNemar p", "gap closed %", "loops",
+                "kept pairs", "statuses", "wall s"]
         out += ["## Runs", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             label = r["run"] if not r["overrides"] or r["overrides"] == r["run"] else f"{r['run']} ({r['overrides']})"
             out.append("| " + " | ".join(_cell(c) for c in [
                 label, r["model"], r["data"], r["seed"], _pct(r["labeled_fraction"]), r["rule"], r["tau_high"],
                 r["tau_low"], r["tau_delta"], r["min_count"], _pct(r["seed_acc"]), _pct(r["ser_acc"]),
-                _pct(r["full_acc"]), "-" if r["gain"] is None else f"{100 * r['gain']:+.2f}", _pct(r["gap_closed"]),
+                _pct(r["full_acc"]), "-" if r["gain"] is None else f"{100 * r['gain']:+.2f}",
+                "-" if r.get("gain_low") is None else f"[{100 * r['gain_low']:+.1f}, {100 * r['gain_high']:+.1f}]",
+                _fmt(r.get("gain_p"), 3), _pct(r["gap_closed"]),
                 r["n_loops"], r["kept"], r["statuses"] or "-", _fmt(r["wall_s"], 0)]) + " |")
         out += ["", "## Results by configuration (Table 1 layout)", "",
                 "Runs that differ only by seed are grouped; cells are mean ± sample std (n runs).", ""]
@@ -147,9 +151,18 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out += [f"### {title}", "",
                     f"model {g['model']}, data {g['data']}, {_plural(g['n'], 'run')} (seeds "
                     f"{', '.join(str(s) for s in g['seeds'])})", "",
-                    "| | test acc % | vs seed (pts) |", "|---|---|---|"]
-            for label, acc, gain in table1_rows(g):
-                out.append(f"| {label} | {format_stat(acc)} | {format_stat(gain, signed=True) if gain else '-'} |")
+                    "| | test acc % | vs seed (pts) | 95% CI (seeds x pairs) |", "|---|---|---|---|"]
+            test = (g.get("paired") or {}).get("test", {})
+            cis = {"SER final": (test.get("ser") or {}).get("gain"), "full 100%": (test.get("ser") or {}).get("full_gain")
+                   or (test.get("full") or {}).get("gain"), "SER (best val loop)": (test.get("ser_best_val") or {}).get("gain")}
+            t1 = table1_rows(g)
+            if g.get("ser_best_val_acc", {}).get("n") and g["ser_acc"]["n"]:  # the validation-selected alternative
+                at = next(i for i, row in enumerate(t1) if row[0] == "SER final") + 1
+                t1.insert(at, ("SER (best val loop)", g["ser_best_val_acc"], None))
+            for label, acc, gain in t1:
+                ci = cis.get(label)
+                out.append(f"| {label} | {format_stat(acc)} | {format_stat(gain, signed=True) if gain else '-'} | "
+                           f"{_fmt_interval(ci)} |")
             extra = [f"gain (SER - seed): {format_stat(g['gain'], signed=True)} pts"] if g["gain"]["n"] else []
             if g.get("gap_closed_of_means") is not None:
                 per_run = ", ".join("-" if v is None else f"{100 * v:.0f}%" for v in g["gap_closed_runs"])
@@ -158,6 +171,7 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
                 extra.append(f"pseudo-labeled pairs kept: {format_stat(g['kept'], scale=1, digits=0)}")
             if extra:
                 out += ["", "; ".join(extra)]
+            out += _paired_lines(g)
             out.append("")
     if unfinished:
         out += ["## Unfinished runs", ""]
@@ -171,6 +185,34 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out.append(f"- {fname}: {note}" if note else f"- ![{fname}]({fname})")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _fmt_interval(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return f"{100 * d['estimate']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+
+
+def _paired_lines(g: dict) -> list[str]:
+    """Under a group's Table 1: the gap closed with its CI and one verdict line per evaluation set."""
+    paired = g.get("paired") or {}
+    out = []
+    for s, res in paired.items():
+        ser = res.get("ser")
+        if not ser:
+            continue
+        note = "" if res["runs"] == g["n"] else f" ({res['runs']} of {g['n']} runs saved per-pair scores)"
+        out.append(f"- **{s}**{note}: {ser['verdict']}")
+        gap = ser.get("gap_closed")
+        if gap:
+            undefined = f"; full <= seed in {100 * ser['gap_undefined']:.0f}% of resamples" if ser["gap_undefined"] else ""
+            out.append(f"  gap closed {100 * gap['estimate']:.0f}% [{100 * gap['low']:.0f}%, {100 * gap['high']:.0f}%]{undefined}")
+        bv = res.get("ser_best_val")
+        if bv:
+            out.append(f"  {bv['verdict']}")
+    if out:
+        out = ["", "Paired over seeds and test pairs (two-level bootstrap, 95%):"] + out
+    return out
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> None:

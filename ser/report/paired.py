@@ -1,0 +1,137 @@
+"""Paired statistics of runs, from the per-pair scores each loop saves (``eval_scores_loopN.npz``).
+
+- :func:`run_outcomes`: one run's 0/1 outcomes per evaluation set for the seed RM (loop 0), SER
+  final (the selected loop), SER selected on validation (``best_val``, whatever the run's
+  ``loop.select``: the loop with the best validation accuracy, ties to the earlier) and the
+  full-data RM. All phases of a run score the same pairs in the same order, so they pair up.
+- :func:`run_statistics`: per set, the paired bootstrap CI and exact McNemar p of SER - seed,
+  best_val - seed and full - seed (:mod:`ser.significance`).
+- :func:`group_statistics`: across the runs of a group (seeds), the two-level bootstrap of the
+  mean gain, the full-data gain and the gap closed, with the verdict line.
+- :func:`statistics_lines`: the lines printed under a run's table.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ser.significance import mcnemar_exact, paired_bootstrap, seed_bootstrap, verdict
+
+#: the models compared with the seed RM: key -> label
+COMPARED = {"ser": "SER final", "ser_best_val": "SER (best val loop)", "full": "full data"}
+
+
+def _main_phase(results: dict) -> tuple[str, dict] | None:
+    phases = results.get("phases") or {}
+    for name in ("ser", "seed"):
+        if phases.get(name) and phases[name].get("loops"):
+            return name, phases[name]
+    return None
+
+
+def _load(run_dir: Path, phase: str, loop: int) -> dict[str, np.ndarray] | None:
+    f = Path(run_dir) / phase / f"eval_scores_loop{loop}.npz"
+    if not f.exists():
+        return None
+    with np.load(f) as z:
+        sets = sorted({k.rsplit("_", 1)[0] for k in z.files if k.endswith("_chosen")})
+        return {s: z[f"{s}_chosen"] > z[f"{s}_rejected"] for s in sets}
+
+
+def best_val_loop(loops: Sequence[dict]) -> int | None:
+    """The loop with the best validation accuracy (the first of equals); None without validation."""
+    vals = [(d.get("val_acc"), d["loop"]) for d in loops if d.get("val_acc") is not None]
+    if not vals:
+        return None
+    best = max(v for v, _ in vals)
+    return next(k for v, k in vals if v == best)
+
+
+def run_outcomes(run_dir, results: dict) -> dict[str, dict[str, np.ndarray]]:
+    """``{set: {"seed", "ser", "ser_best_val", "full": bool per pair}}`` for what the run saved
+    (runs from before per-pair scores were saved give ``{}``)."""
+    main = _main_phase(results)
+    if main is None:
+        return {}
+    name, phase = main
+    loops = phase["loops"]
+    picks = {"seed": (name, loops[0]["loop"])}
+    if name == "ser" and len(loops) > 1:
+        picks["ser"] = (name, phase.get("selected_loop", loops[-1]["loop"]))
+        bv = best_val_loop(loops)
+        if bv is not None:
+            picks["ser_best_val"] = (name, bv)
+    full = (results.get("phases") or {}).get("full")
+    if full and full.get("loops"):
+        picks["full"] = ("full", full.get("selected_loop", full["loops"][-1]["loop"]))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for model, (ph, loop) in picks.items():
+        scored = _load(run_dir, ph, loop)
+        if scored is None:
+            if model == "seed":
+                return {}
+            continue
+        for s, correct in scored.items():
+            out.setdefault(s, {})[model] = correct
+    return {s: v for s, v in out.items() if "seed" in v and s != "val"}
+
+
+def run_statistics(outcomes: dict[str, dict[str, np.ndarray]], n_boot: int = 10_000) -> dict:
+    """Per set and compared model: ``{"ci": Interval dict, "mcnemar": {...}, "n": pairs}``."""
+    stats: dict = {}
+    for s, models in outcomes.items():
+        for model in COMPARED:
+            if model in models and len(models[model]) == len(models["seed"]):
+                ci = paired_bootstrap(models["seed"], models[model], n_boot=n_boot)
+                stats.setdefault(s, {})[model] = {"ci": ci.to_dict(), "mcnemar": mcnemar_exact(models["seed"], models[model])}
+    return stats
+
+
+def group_statistics(per_run: Sequence[dict[str, dict[str, np.ndarray]]], n_boot: int = 10_000) -> dict:
+    """Across the runs of a group: ``{set: {model: SeedSummary dict, ..., "verdict": line, "runs": k}}``.
+
+    Only runs that saved per-pair scores count; ``runs`` says how many did.
+    """
+    out: dict = {}
+    sets = sorted({s for o in per_run for s in o}, key=lambda s: (s != "test", s))
+    for s in sets:
+        runs = [o[s] for o in per_run if s in o]
+        res: dict = {"runs": len(runs)}
+        for model in ("ser", "ser_best_val"):
+            have = [r for r in runs if model in r]
+            if not have:
+                continue
+            full = [r["full"] for r in have] if all("full" in r for r in have) else None
+            summ = seed_bootstrap([r["seed"] for r in have], [r[model] for r in have], full, n_boot=n_boot)
+            res[model] = summ.to_dict()
+            res[model]["verdict"] = verdict(summ.gain, COMPARED[model], "the seed RM")
+        if "ser" not in res and all("full" in r for r in runs) and runs:
+            summ = seed_bootstrap([r["seed"] for r in runs], [r["full"] for r in runs], n_boot=n_boot)
+            res["full"] = {"gain": summ.gain.to_dict()}
+        out[s] = res
+    return out
+
+
+def _fmt_ci(d: dict) -> str:
+    f = lambda x: f"{100 * x:+.1f}"  # noqa: E731
+    return f"{f(d['estimate'])} [{f(d['low'])}, {f(d['high'])}]"
+
+
+def statistics_lines(stats: dict) -> list[str]:
+    """Lines under one run's table: each comparison with the seed RM, its CI, McNemar p, a verdict."""
+    lines = []
+    for s, models in stats.items():
+        for model, st in models.items():
+            ci, mc = st["ci"], st["mcnemar"]
+            lines.append(f"{COMPARED[model]} - seed on {s} ({ci['n']} pairs): {_fmt_ci(ci)} pts, 95% paired bootstrap CI; "
+                         f"McNemar exact p = {mc['p']:.3g} ({mc['b_only']} pairs right only with {COMPARED[model]}, "
+                         f"{mc['a_only']} only with the seed RM)")
+        if "ser" in models:
+            ci = models["ser"]["ci"]
+            beats = "beats" if ci["low"] > 0 else "is worse than" if ci["high"] < 0 else "does not beat"
+            lines.append(f"verdict ({s}, this run): SER final {beats} the seed RM at 95%"
+                         + ("" if beats != "does not beat" else " (the CI includes 0)")
+                         + "; across seeds see `ser report`")
+    return lines
