@@ -86,8 +86,12 @@ class SERLoop(Callback):
     def _score(self, trainer, module, groups: dict[str, list], what: str) -> dict[str, np.ndarray]:
         """Score named groups of sequences in one length-sorted pass; the scores of each group."""
         seqs = [s for g in groups.values() for s in g]
+        forward = None
+        if type(trainer.strategy).__name__ == "FSDPStrategy":  # sharded weights: through the wrapped root module
+            root = trainer.strategy.model
+            forward = lambda ids, mask: root(ids, mask)  # noqa: E731  (RewardModel.forward)
         with trainer.precision_plugin.forward_context():  # bf16-mixed scores under autocast, as it trains
-            scores = score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size,
+            scores = score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size, forward=forward,
                                      device=module.device, rank=trainer.global_rank, world_size=trainer.world_size,
                                      gather=trainer.strategy.all_gather,
                                      progress=trainer.progress_bar_callback is not None,

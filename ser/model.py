@@ -299,11 +299,16 @@ class RewardModel(pl.LightningModule):
 def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 64,
                     device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
                     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    progress: bool = False, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+                    progress: bool = False, on_batch: Callable[[int, int], None] | None = None,
+                    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """Reward of every sequence, in input order. Batches are sorted by length (little padding).
 
     Under ddp each rank scores every ``world_size``-th batch and ``gather`` (the strategy's
     all_gather) collects the results, so every rank returns the same full array.
+    ``forward(input_ids, attention_mask)`` replaces ``sequence_rewards(model, ...)``: under fsdp it
+    is the sharded root module's forward, whose collectives need every rank to make the same
+    number of calls, so then each rank runs ``ceil(batches / world_size)`` forwards (a rank short of
+    batches re-scores its last one and drops the result).
     ``progress`` shows a bar (terminals); ``on_batch(done, total)`` is told after every batch
     (this rank's sequences; :class:`ser.progress.Progress` turns it into log lines).
     """
@@ -319,14 +324,19 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
     mine = batches[rank::world_size]
     idx_out, val_out = [], []
     total, done = sum(len(b) for b in mine), 0
-    it = mine
+    lockstep = forward is not None and world_size > 1
+    extra = math.ceil(len(batches) / world_size) - len(mine) if lockstep else 0
+    it = mine + [batches[-1]] * extra  # lock-step padding: scored, then dropped
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(mine, desc="scoring", leave=False, disable=rank != 0)
-    for b in it:
+    for j, b in enumerate(it):
         batch = pad_batch([seqs[i] for i in b], pad_id)
-        r = sequence_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        r = forward(ids, mask) if forward is not None else sequence_rewards(model, ids, mask)
+        if j >= len(mine):
+            continue
         idx_out.append(torch.as_tensor(b))
         val_out.append(r.float().cpu())
         done += len(b)

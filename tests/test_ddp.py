@@ -55,6 +55,21 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
     scores = score_sequences(net, seqs, tok.pad_token_id, batch_size=16, rank=rank, world_size=world, gather=gather)
     np.save(f"{out}/rank{rank}.npy", scores)
+    # fsdp's path: a forward with a collective inside (as a sharded module's all-gather) must be
+    # called as often on every rank, or the ranks hang
+    from ser.model import sequence_rewards
+
+    calls = []
+
+    def forward(ids, mask):
+        dist.all_reduce(torch.ones(1))
+        calls.append(len(ids))
+        return sequence_rewards(net, ids, mask)
+
+    lockstep = score_sequences(net, seqs, tok.pad_token_id, batch_size=16, rank=rank, world_size=world, gather=gather,
+                               forward=forward)
+    np.save(f"{out}/lockstep{rank}.npy", lockstep)
+    np.save(f"{out}/calls{rank}.npy", np.array(len(calls)))
     dist.destroy_process_group()
 
 
@@ -67,6 +82,9 @@ def test_sharded_scoring_equals_single_process(tmp_path):
     r0, r1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
     assert np.array_equal(r0, r1)  # every rank holds the full gathered array
     assert np.allclose(r0, single, atol=1e-6)
+    # 13 batches: 7 on rank 0, 6 + 1 padding forward on rank 1; the padding's scores are dropped
+    assert int(np.load(tmp_path / "calls0.npy")) == int(np.load(tmp_path / "calls1.npy")) == 7
+    assert np.array_equal(np.load(tmp_path / "lockstep0.npy"), r0) and np.array_equal(np.load(tmp_path / "lockstep1.npy"), r0)
     # the same scores give the same selection
     th = st.Thresholds(min_count=1)
     p = st.probabilities(st.scale_scores(st.centre_scores(single, "pool_mean"), "pool_std", single))
