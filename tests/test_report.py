@@ -168,9 +168,10 @@ def test_markdown_table1_and_unfinished(sweep):
     md = format_markdown(load_runs(sweep), source=sweep)
     for row in ("| 15% seed |", "| loop 1 |", "| loop 2 |", "| SER final |", "| full 100% |"):
         assert row in md
-    assert "| 15% seed | 61.00 ± 1.41 (2) |" in md
-    assert "| SER final | 69.50 ± 0.71 (2) | +8.50 ± 2.12 (2) |" in md
-    assert "| full 100% | 81.00 ± 1.41 (2) |" in md
+    assert "| 15% seed | - | - | 61.00 ± 1.41 (2) |" in md
+    assert "| loop 2 | HARD | 90.00 ± 0.00 (2) |" in md  # trained on the pairs the HARD status labeled
+    assert "| SER final | - | - | 69.50 ± 0.71 (2) | +8.50 ± 2.12 (2) |" in md
+    assert "| full 100% | - | - | 81.00 ± 1.41 (2) |" in md
     assert "gap closed: 42.5% of the mean gap (per run: 50%, 35%)" in md  # 0.085 / 0.20
     assert "## Unfinished runs" in md
     assert "late/3 (loop.max_loops=5,seed=3): no results.json; 2 loops logged" in md
@@ -205,7 +206,7 @@ def test_run_without_gap_data_skips_score_gaps(tmp_path, capsys):
     assert "score_gaps.png skipped:" in printed
     assert not (out / "score_gaps.png").exists()
     assert (out / "accuracy_per_loop.png").read_bytes()[:8] == PNG_MAGIC
-    assert "| 15% seed | 60.00 (1) |" in printed and "SER final" not in printed
+    assert "| 15% seed | - | - | 60.00 (1) |" in printed and "SER final" not in printed
 
 
 def test_format_run_table_still_works(sweep):
@@ -227,7 +228,7 @@ def test_cli_report_subprocess(sweep, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "ser.cli", "report", str(sweep), "--out", str(tmp_path / "o")],
                         capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert "| SER final | 69.50 ± 0.71 (2) |" in ok.stdout
+    assert "| SER final | - | - | 69.50 ± 0.71 (2) |" in ok.stdout
     assert (tmp_path / "o" / "runs.csv").is_file()
     bad = subprocess.run([sys.executable, "-m", "ser.cli", "report", str(tmp_path / "missing")],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -281,7 +282,8 @@ def test_paired_statistics_in_rows_groups_and_markdown(tmp_path):
     assert "does not beat" in g["paired"]["other"]["ser"]["verdict"]
     md = format_markdown(load_runs(s))
     assert "Paired over seeds and test pairs" in md and "gap closed 50%" in md
-    assert "| SER final | 60.00 ± 0.00 (2) | +10.00 ± 0.00 (2) | +10.00 [" in md
+    assert "| SER final | - | - | 60.00 ± 0.00 (2) | +10.00 ± 0.00 (2) | +10.00 [" in md
+    assert "| loop 1 | EASY | 90.00 ± 0.00 (2) | 55.00 ± 0.00 (2) |" in md
     assert "**other**: SER final does not beat the seed RM" in md
 
 

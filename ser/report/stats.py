@@ -181,6 +181,13 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
             "full_gain": _stat(r["full_acc"] - r["seed_acc"] for r in rs
                                if r["full_acc"] is not None and r["seed_acc"] is not None),
         })
+        # loop k trained on the pairs labeled after loop k - 1: their precision and the status that chose them
+        out[-1]["loop_precision"] = [None] + [
+            _stat(r["loops"][k - 1].get("pseudo_label_precision") for r in rs if len(r["loops"]) > k)
+            for k in range(1, n_loop)]
+        out[-1]["loop_status"] = [None] + [
+            "/".join(sorted({str(r["loops"][k - 1].get("status")) for r in rs if len(r["loops"]) > k}))
+            for k in range(1, n_loop)]
         out[-1]["paired"] = group_statistics([r.get("outcomes") or {} for r in rs])
         out[-1]["ser_best_val_acc"] = _stat(r.get("ser_best_val_acc") for r in rs)
         # mean gain / mean full-data gain: a per-run ratio explodes when one seed's full model is

@@ -151,7 +151,8 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out += [f"### {title}", "",
                     f"model {g['model']}, data {g['data']}, {_plural(g['n'], 'run')} (seeds "
                     f"{', '.join(str(s) for s in g['seeds'])})", "",
-                    "| | test acc % | vs seed (pts) | 95% CI (seeds x pairs) |", "|---|---|---|---|"]
+                    "| | status | pseudo-label prec % | test acc % | vs seed (pts) | 95% CI (seeds x pairs) |",
+                    "|---|---|---|---|---|---|"]
             test = (g.get("paired") or {}).get("test", {})
             cis = {"SER final": (test.get("ser") or {}).get("gain"), "full 100%": (test.get("ser") or {}).get("full_gain")
                    or (test.get("full") or {}).get("gain"), "SER (best val loop)": (test.get("ser_best_val") or {}).get("gain")}
@@ -161,8 +162,11 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
                 t1.insert(at, ("SER (best val loop)", g["ser_best_val_acc"], None))
             for label, acc, gain in t1:
                 ci = cis.get(label)
-                out.append(f"| {label} | {format_stat(acc)} | {format_stat(gain, signed=True) if gain else '-'} | "
-                           f"{_fmt_interval(ci)} |")
+                k = int(label.split()[1]) if label.startswith("loop ") else None
+                status = g["loop_status"][k] if k is not None and k < len(g.get("loop_status", [])) else "-"
+                prec = g["loop_precision"][k] if k is not None and k < len(g.get("loop_precision", [])) else None
+                out.append(f"| {label} | {status} | {format_stat(prec)} | {format_stat(acc)} | "
+                           f"{format_stat(gain, signed=True) if gain else '-'} | {_fmt_interval(ci)} |")
             extra = [f"gain (SER - seed): {format_stat(g['gain'], signed=True)} pts"] if g["gain"]["n"] else []
             if g.get("gap_closed_of_means") is not None:
                 per_run = ", ".join("-" if v is None else f"{100 * v:.0f}%" for v in g["gap_closed_runs"])
