@@ -15,7 +15,9 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -36,6 +38,46 @@ def thresholds_from_config(cfg) -> st.Thresholds:
 
 #: loop.select: which loop's weights are the phase's final model
 SELECT_MODES = ("last", "best_val")
+
+
+@dataclass
+class Labeling:
+    """What self-labeling decided from one loop's pool scores (see :func:`label_pool`)."""
+
+    fields: dict  # diagnostics: status, counts, precision, score statistics, gap histogram
+    pool_index: np.ndarray  # the selected pairs, as indices into the whole pool
+    first_is_chosen: np.ndarray  # their orientation: a1 is the chosen answer
+    stop: bool  # status Stop, or nothing selected
+    arrays: dict  # raw material for pool_scores_loopN.npz
+
+
+def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray, hidden: np.ndarray,
+               th: st.Thresholds, centring: str, scaling: str) -> Labeling:
+    """Self-label the pool from its scores (``[a1 of every alive pair..., a2 ...]``) and the labeled
+    pairs' scores: centre and scale, p = sigmoid, the learning status, the selected pairs. Pure: a
+    run reusing a cached loop 0 labels the cached scores with its own thresholds through this."""
+    n = len(alive)
+    centred = st.centre_scores(scores, centring, labeled)
+    scaled = st.scale_scores(centred, scaling, scores, labeled)
+    p = st.probabilities(scaled)
+    p1, p2 = p[:n], p[n:]
+    decision = st.decide_status(p1, p2, th)
+    sel = st.select_pairs(p1, p2, decision.status, th)
+    counts, edges = st.gap_histogram(p1, p2)
+    pool_index = alive[sel.index]
+    fields = {
+        "pool": n, "status": decision.status.name, "n_easy": decision.n_easy, "n_hard": decision.n_hard,
+        "min_count": decision.min_count, "kept": len(sel),
+        "pseudo_label_precision": st.pseudo_label_precision(st.Selection(pool_index, sel.first_is_chosen), hidden),
+        "score_mean": float(scores.mean()), "score_std": float(scores.std()),
+        "centre": float(scores.mean() - centred.mean()),
+        "scale": float(centred.std() / scaled.std()) if scaled.std() > 0 else 1.0,
+        "gap_hist": counts.tolist(), "gap_edges": edges.tolist(),
+    }
+    arrays = {"pool_index": alive, "scores_a1": scores[:n], "scores_a2": scores[n:], "p1": p1, "p2": p2,
+              "hidden_a1_better": hidden[alive]}
+    stop = decision.status == st.Status.STOP or len(sel) == 0
+    return Labeling(fields, pool_index, np.asarray(sel.first_is_chosen), stop, arrays)
 
 
 def chosen_wins(scores: np.ndarray) -> float:
@@ -66,6 +108,8 @@ class SERLoop(Callback):
         self.loop_wall = 0.0
         self.history: list[dict] = []
         self.best_loop: int | None = None  # loop.select=best_val: the loop whose weights are kept so far
+        #: phase reuse (ser.reuse): told when loop 0 is trained, evaluated and its pool scored
+        self.on_loop0_scored: Callable[[pl.Trainer, dict, dict], None] | None = None
         self.finished = False
         self._t0 = None
 
@@ -227,40 +271,27 @@ class SERLoop(Callback):
         dm = trainer.datamodule
         t0 = time.perf_counter()
         groups = {"pool": [dm.pool[i][0] for i in alive] + [dm.pool[i][1] for i in alive]}
-        if self.centring == "labeled_mean" or self.scaling == "labeled_std":  # one pass with the pool
-            groups["labeled"] = [s for pair in dm.labeled for s in pair]
+        if self.centring == "labeled_mean" or self.scaling == "labeled_std" or self.on_loop0_scored is not None:
+            groups["labeled"] = [s for pair in dm.labeled for s in pair]  # one pass with the pool
         scored = self._score(trainer, module, groups, "(pool)" if len(groups) == 1 else "(pool, labeled)")
         scores, labeled = scored["pool"], scored.get("labeled")
-        n = len(alive)
-        centred = st.centre_scores(scores, self.centring, labeled)
-        scaled = st.scale_scores(centred, self.scaling, scores, labeled)
-        p = st.probabilities(scaled)
-        p1, p2 = p[:n], p[n:]
-        decision = st.decide_status(p1, p2, self.th)
-        sel = st.select_pairs(p1, p2, decision.status, self.th)
-        counts, edges = st.gap_histogram(p1, p2)
-        pool_index = alive[sel.index]
-        diag.update({
-            "pool": n, "status": decision.status.name, "n_easy": decision.n_easy, "n_hard": decision.n_hard,
-            "min_count": decision.min_count, "kept": len(sel),
-            "pseudo_label_precision": st.pseudo_label_precision(
-                st.Selection(pool_index, sel.first_is_chosen), dm.pool_hidden),
-            "score_mean": float(scores.mean()), "score_std": float(scores.std()),
-            "centre": float(scores.mean() - centred.mean()),
-            "scale": float(centred.std() / scaled.std()) if scaled.std() > 0 else 1.0,
-            "gap_hist": counts.tolist(), "gap_edges": edges.tolist(),
-            "label_s": round(time.perf_counter() - t0, 2),
-        })
+        if self.loop == 0 and self.on_loop0_scored is not None:  # phase reuse: loop 0 before any threshold acts
+            self.on_loop0_scored(trainer, dict(diag, label_s=round(time.perf_counter() - t0, 2)),
+                                 {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden})
+        lab = label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring, self.scaling)
+        diag.update(lab.fields, label_s=round(time.perf_counter() - t0, 2))
         if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
-            np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", pool_index=alive,
-                                scores_a1=scores[:n], scores_a2=scores[n:], p1=p1, p2=p2,
-                                hidden_a1_better=dm.pool_hidden[alive])
-        if decision.status == st.Status.STOP or len(sel) == 0:
+            np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays)
+        if lab.stop:
             return "stop_status"
-        dm.add_selection(self.loop + 1, pool_index, sel.first_is_chosen, self.cfg.remove_selected)
+        self.apply_labeling(dm, lab)
+        return None
+
+    def apply_labeling(self, dm, lab: Labeling) -> None:
+        """Add a labeling's selection to the DataModule (the pairs of the next loop)."""
+        dm.add_selection(self.loop + 1, lab.pool_index, lab.first_is_chosen, self.cfg.remove_selected)
         if not self.cfg.keep_seed_pairs:
             dm.include_seed = False
-        return None
 
     def _log(self, trainer, diag: dict) -> None:
         log.info("loop %d: %s", diag["loop"], {k: v for k, v in diag.items() if k not in ("gap_hist", "gap_edges")})

@@ -257,6 +257,15 @@ class ProgressConfig:
 
 
 @dataclass
+class ReuseConfig:
+    """Phase reuse across runs (ser/reuse.py): loop 0 of SER and the full-data baseline are computed
+    once per content key and reused by every run or sweep point with the same key."""
+
+    enabled: bool = True
+    dir: Optional[str] = None  # null: $SER_CACHE_DIR/phases (~/.cache/ser/phases)
+
+
+@dataclass
 class TrainConfig:
     """``python -m ser.train`` (and ``python -m ser.ppo``)."""
 
@@ -276,6 +285,7 @@ class TrainConfig:
     export: bool = True  # export the final RM in Hugging Face format
     float32_matmul_precision: str = "high"  # CUDA only: high = TF32, highest = strict fp32, medium
     progress: ProgressConfig = field(default_factory=ProgressConfig)
+    reuse: ReuseConfig = field(default_factory=ReuseConfig)
     output_dir: str = "outputs"
 
 

@@ -7,6 +7,7 @@ overwritten (its saved table is printed again).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,8 @@ from ser.precision import PrecisionChoice, resolve_precision
 from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table
 from ser.report.paired import run_outcomes, run_statistics
+from ser.reuse import (Loop0Publisher, PhaseCache, phase_key, publish_whole, restore_finished, resume_from_loop0,
+                       reuse_whole)
 
 log = logging.getLogger("ser")
 
@@ -76,11 +79,41 @@ def planned_steps(cfg: DictConfig, n_train: int) -> int:
 
 def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None,
               job_phases: dict[str, DictConfig] | None = None) -> dict:
-    """Train one reward model (with the SER loop when ``loop.max_loops > 0``); resumable."""
+    """Train one reward model (with the SER loop when ``loop.max_loops > 0``); resumable, and with
+    ``reuse.enabled`` reusing (or publishing) the work another run with the same key did."""
     done = phase_dir / "phase.json"
     if done.exists():
         log.info("phase %s already finished: %s", phase_dir.name, done)
         return json.loads(done.read_text())
+    if not cfg.get("reuse") or not cfg.reuse.enabled:
+        return _fit_phase(cfg, phase_dir, progress, job_phases)
+    cache = PhaseCache(cfg.reuse.get("dir"))
+    if cfg.loop.max_loops == 0:  # the whole phase (full-data baseline, seed-only run)
+        key = phase_key(cfg, "whole")
+        with cache.lock("whole", key):
+            entry = cache.ready("whole", key)
+            if entry is not None:
+                return reuse_whole(entry, phase_dir, key)
+            result = _fit_phase(cfg, phase_dir, progress, job_phases)
+            publish_whole(cache, key, phase_dir)
+            return result
+    if (phase_dir / "checkpoints" / "last.ckpt").exists():  # this run's own progress first
+        return _fit_phase(cfg, phase_dir, progress, job_phases)
+    key = phase_key(cfg, "loop0")
+    with contextlib.ExitStack() as held:
+        held.enter_context(cache.lock("loop0", key))
+        entry = cache.ready("loop0", key)
+        if entry is not None:
+            resume_from_loop0(entry, cfg, phase_dir, key)
+            held.close()
+            return _fit_phase(cfg, phase_dir, progress, job_phases)
+        publisher = Loop0Publisher(cache, key, phase_dir, release=held.close)
+        return _fit_phase(cfg, phase_dir, progress, job_phases, on_loop0_scored=publisher)
+
+
+def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None,
+               job_phases: dict[str, DictConfig] | None = None, on_loop0_scored=None) -> dict:
+    done = phase_dir / "phase.json"
     progress = progress or Progress(enabled=False)
     phase = phase_dir.name
     progress.set_status(f"[{phase}] loading data and model")
@@ -102,6 +135,7 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
     module = RewardModel(build_hf_model(cfg.model, tokenizer), cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
     loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, cfg.loop.score_batch_size, progress, phase)
+    loop.on_loop0_scored = on_loop0_scored
     ckpt = last_checkpoint(phase_dir / "checkpoints")  # written after the SER callback, every epoch
     lines = ProgressLines(progress, phase, label=lambda t: f"loop {loop.loop}",
                           position=lambda t: (t.global_step - loop.loop_start_step, loop.loop_steps))
@@ -119,7 +153,10 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
     if last.exists():
         print(f"[{phase_dir.name}] resuming from {last}", flush=True)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    if last.exists() and restore_finished(last, module, loop, dm):
+        print(f"[{phase_dir.name}] the loop had finished at {last}: nothing left to train", flush=True)
+    else:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     t_fit = time.perf_counter() - t0
     table_cols = ["loop", "status", "kept", "pseudo_label_precision", "train_pairs", "steps", "val_acc", "test_acc", "stop"]
     for lg in trainer.loggers:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ os.environ.setdefault("SER_DATA_DIR", str((ROOT / ".." / "shared" / "data").reso
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# phase reuse never reaches work cached outside this test session (tests/test_reuse.py tests it)
+os.environ["SER_REUSE_DIR"] = tempfile.mkdtemp(prefix="ser-test-reuse-")
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path | None = None):

@@ -33,5 +33,6 @@ def tiny_overrides(data_file: Path, *extra: str) -> list[str]:
         "data.max_length=48", "data.batch_size=8", "labeled_fraction=0.3", "data.val_fraction=0.1",
         "data.test_fraction=0.2", "optim.lr=1e-2", "optim.warmup_steps=0", "loop.epochs_per_loop=2",
         "loop.score_batch_size=32", "thresholds.min_count=2", "logger=csv", "trainer.enable_progress_bar=false",
+        "reuse.enabled=false",  # each test computes its own phases (tests/test_reuse.py turns it on)
         *extra,
     ]
