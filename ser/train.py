@@ -30,6 +30,7 @@ from ser.model import RewardModel, build_hf_model, export_reward_model, load_tok
 from ser.precision import PrecisionChoice, resolve_precision
 from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table
+from ser.tracking import PhaseLogger, finish, is_wandb, job_logger
 from ser.report.paired import run_outcomes, run_statistics
 from ser.reuse import (Loop0Publisher, PhaseCache, phase_key, publish_whole, restore_finished, resume_from_loop0,
                        reuse_whole)
@@ -60,14 +61,14 @@ def phase_name(cfg: DictConfig) -> str:
     return "full" if cfg.labeled_fraction >= 1 else "seed"
 
 
-def make_logger(cfg: DictConfig, phase_dir: Path):
-    if not cfg.get("logger") or "_target_" not in cfg.logger:
+def make_logger(cfg: DictConfig, phase_dir: Path, tracker=None):
+    """The phase's logger: the job's wandb run seen through the phase's prefix (ser.tracking), or a
+    logger of the phase's own (CSV in ``<run>/<phase>/csv``); False for none."""
+    if tracker is not None:
+        return PhaseLogger(tracker, phase_dir.name)
+    if not cfg.get("logger") or "_target_" not in cfg.logger or is_wandb(cfg):
         return False
-    kw = {"save_dir": str(phase_dir)}
-    if "wandb" in cfg.logger._target_.lower():  # one wandb run per phase, grouped by task, typed by phase
-        kw["name"] = f"{Path(cfg.output_dir).name}/{phase_dir.name}"
-        kw["job_type"] = phase_dir.name
-    return instantiate(cfg.logger, **kw)
+    return instantiate(cfg.logger, save_dir=str(phase_dir))
 
 
 def planned_steps(cfg: DictConfig, n_train: int) -> int:
@@ -78,7 +79,7 @@ def planned_steps(cfg: DictConfig, n_train: int) -> int:
 
 
 def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None,
-              job_phases: dict[str, DictConfig] | None = None) -> dict:
+              job_phases: dict[str, DictConfig] | None = None, tracker=None) -> dict:
     """Train one reward model (with the SER loop when ``loop.max_loops > 0``); resumable, and with
     ``reuse.enabled`` reusing (or publishing) the work another run with the same key did."""
     done = phase_dir / "phase.json"
@@ -86,7 +87,7 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
         log.info("phase %s already finished: %s", phase_dir.name, done)
         return json.loads(done.read_text())
     if not cfg.get("reuse") or not cfg.reuse.enabled:
-        return _fit_phase(cfg, phase_dir, progress, job_phases)
+        return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
     cache = PhaseCache(cfg.reuse.get("dir"))
     if cfg.loop.max_loops == 0:  # the whole phase (full-data baseline, seed-only run)
         key = phase_key(cfg, "whole")
@@ -94,11 +95,11 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
             entry = cache.ready("whole", key)
             if entry is not None:
                 return reuse_whole(entry, phase_dir, key)
-            result = _fit_phase(cfg, phase_dir, progress, job_phases)
+            result = _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
             publish_whole(cache, key, phase_dir)
             return result
     if (phase_dir / "checkpoints" / "last.ckpt").exists():  # this run's own progress first
-        return _fit_phase(cfg, phase_dir, progress, job_phases)
+        return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
     key = phase_key(cfg, "loop0")
     with contextlib.ExitStack() as held:
         held.enter_context(cache.lock("loop0", key))
@@ -106,13 +107,13 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
         if entry is not None:
             resume_from_loop0(entry, cfg, phase_dir, key)
             held.close()
-            return _fit_phase(cfg, phase_dir, progress, job_phases)
+            return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
         publisher = Loop0Publisher(cache, key, phase_dir, release=held.close)
-        return _fit_phase(cfg, phase_dir, progress, job_phases, on_loop0_scored=publisher)
+        return _fit_phase(cfg, phase_dir, progress, job_phases, tracker, on_loop0_scored=publisher)
 
 
 def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None,
-               job_phases: dict[str, DictConfig] | None = None, on_loop0_scored=None) -> dict:
+               job_phases: dict[str, DictConfig] | None = None, tracker=None, on_loop0_scored=None) -> dict:
     done = phase_dir / "phase.json"
     progress = progress or Progress(enabled=False)
     phase = phase_dir.name
@@ -141,7 +142,7 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
                           position=lambda t: (t.global_step - loop.loop_start_step, loop.loop_steps))
     bars = {"enable_progress_bar": False} if progress.enabled else {}  # plain lines in logs, bars in terminals
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, lines, ckpt], logger=make_logger(cfg, phase_dir), **bars,
+        cfg.trainer, max_epochs=loop.max_epochs, callbacks=[loop, lines, ckpt], logger=make_logger(cfg, phase_dir, tracker), **bars,
         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, num_sanity_val_steps=0,
         default_root_dir=str(phase_dir), plugins=[AtomicCheckpointIO()])
     counts = {f"data/{k}": v for k, v in dm.counts().items()}
@@ -158,12 +159,6 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
     else:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     t_fit = time.perf_counter() - t0
-    table_cols = ["loop", "status", "kept", "pseudo_label_precision", "train_pairs", "steps", "val_acc", "test_acc", "stop"]
-    for lg in trainer.loggers:
-        if hasattr(lg, "log_table") and loop.history:  # wandb: the phase's loop table, then close its run
-            lg.log_table(key=f"{phase_dir.name}/loops", columns=table_cols,
-                         data=[[h.get(c) for c in table_cols] for h in loop.history])
-            lg.experiment.finish()
     if not loop.finished:
         raise RuntimeError(f"{phase_dir}: training stopped before the loop finished (interrupted?); run the same command again to resume")
     selected = loop.select_final(trainer, module)  # loop.select: last, or best_val (its weights loaded back)
@@ -219,9 +214,10 @@ def run(cfg: DictConfig) -> dict:
     results = {"name": out.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
                "labeled_fraction": cfg.labeled_fraction, "thresholds": OmegaConf.to_container(cfg.thresholds),
                "loop": OmegaConf.to_container(cfg.loop), "precision": choice.to_dict(), "phases": {}}
+    tracker = job_logger(cfg, out)  # logger=wandb: one run for the whole job
     with Progress(cfg.progress.every_s, cfg.progress.lines) as progress:
         for name, pcfg in phases.items():
-            results["phases"][name] = fit_phase(pcfg, out / name, progress, phases)
+            results["phases"][name] = fit_phase(pcfg, out / name, progress, phases, tracker)
         if cfg.ppo.get("enabled"):  # the hand-off: PPO of a policy with this run's final reward model
             from ser.ppo import prompts_from_config, run_ppo
 
@@ -239,6 +235,8 @@ def run(cfg: DictConfig) -> dict:
     (out / "results.md").write_text(table + "\n")
     print(table)
     print(f"results: {results_path}")
+    if tracker is not None:
+        finish(tracker, results, out)
     return results
 
 

@@ -11,6 +11,7 @@ import pytest
 from ser.train import run
 from tests.conftest import ROOT, compose
 from tests.synthetic import tiny_overrides, write_pairs
+from tests.wandb_records import read_run
 
 
 @pytest.mark.slow
@@ -34,16 +35,29 @@ def test_multirun_two_points_then_report(tmp_path):
     assert len((sweep / "report" / "runs.csv").read_text().strip().splitlines()) == 3  # header + 2 runs
 
 
-def test_wandb_offline_run_logs_loops(tmp_path, monkeypatch):
+def test_wandb_offline_run_is_one_run_per_job_with_summary_and_flat_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     data = write_pairs(tmp_path / "pairs.jsonl", n=120)
-    res = run(compose(tiny_overrides(data, "loop.max_loops=1", "logger=wandb"), output_dir=tmp_path / "run"))
-    assert res["phases"]["ser"]["loops"][0]["status"] in ("EASY", "HARD")
-    runs = list((tmp_path / "run" / "ser").rglob("offline-run-*"))
-    assert runs, "wandb wrote no offline run"
-    history = list(runs[0].glob("*.wandb"))
-    assert history and history[0].stat().st_size > 0
-    raw = history[0].read_bytes()
-    assert b"loop/test_acc" in raw and b"ser/loops" in raw  # per-loop metrics and the loop table
+    res = run(compose(tiny_overrides(data, "loop.max_loops=1", "compare_full=true", "logger=wandb"),
+                      output_dir=tmp_path / "run"))
+    runs = list((tmp_path / "run").rglob("offline-run-*"))
+    assert len(runs) == 1, f"one wandb run per job, found {runs}"
+    logged = read_run(next(runs[0].glob("run-*.wandb")))
+    summary, config = logged["summary"], logged["config"]
+    ser = res["phases"]["ser"]
+    assert summary["seed_acc"] == pytest.approx(100 * ser["loops"][0]["test_acc"])
+    assert summary["ser_acc"] == pytest.approx(100 * ser["test_acc"])
+    assert summary["full_acc"] == pytest.approx(100 * res["phases"]["full"]["test_acc"])
+    assert summary["gain"] == pytest.approx(summary["ser_acc"] - summary["seed_acc"])
+    ci = res["statistics"]["test"]["ser"]["ci"]
+    assert summary["test/ser_minus_seed_low"] == pytest.approx(100 * ci["low"])
+    assert summary["kept_pairs"] == ser["loops"][0]["kept"]
+    assert summary["ser/loops/_type"] == summary["full/loops/_type"] == "table-file"  # the loop tables
+    assert {"figures/accuracy_per_loop/_type", "figures/pairs_per_loop/_type"} <= set(summary)  # the run's plots
+    assert config["thresholds.tau_high"] == 0.55 and config["loop.max_loops"] == 1  # flat keys
+    assert config["ser/data/pool"] == ser["counts"]["pool"]  # each phase's split counts
+    assert {"ser/loop/test_acc", "full/train/loss_step"} <= logged["history_keys"]  # phase-prefixed metrics
+
+
