@@ -301,3 +301,16 @@ def test_run_table_prints_paired_statistics(tmp_path):
     assert "McNemar exact p = 0.00195 (10 pairs right only with SER final, 0 only with the seed RM)" in table
     assert "full data - seed on test (100 pairs): +20.0 [" in table
     assert "verdict (test, this run): SER final beats the seed RM at 95%" in table
+
+
+def test_sweep_figure_against_each_swept_value(sweep, tmp_path):
+    from ser.report import aggregate
+    from ser.report.plots import plot_sweep, swept_values
+
+    groups = aggregate(summary_rows(load_runs(sweep)))
+    # the two configurations differ by thresholds=authors (set in one, absent in the other)
+    assert swept_values(groups) == {"thresholds": [None, "authors"]}
+    assert groups[0]["kept_precision"]["mean"] == pytest.approx(0.9)  # every labeled loop had precision 0.9
+    assert plot_sweep([], groups, tmp_path / "sweep.png") is None
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
+    assert plot_sweep([], groups[:1], tmp_path / "one.png") == "not a sweep (one configuration)"

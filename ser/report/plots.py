@@ -1,6 +1,8 @@
 """Figures of the report, drawn with matplotlib on the Agg canvas (no pyplot): test accuracy per
 loop (:func:`plot_accuracy`, Fig. 2), pairs per loop (:func:`plot_pairs`, Fig. 3) and score gaps
-on the pool (:func:`plot_gaps`, Fig. 6); :func:`make_plots` writes the three (``PNG_FILES``).
+on the pool (:func:`plot_gaps`, Fig. 6), and for a sweep the SER gain (with its CI), kept pairs and
+pseudo-label precision against each swept value (:func:`plot_sweep`); :func:`make_plots` writes
+them (``PNG_FILES``).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from ser.report.values import _frac_label, _num
 
-PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png")
+PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png", "sweep.png")
 
 
 def _figure(nrows=1, ncols=1, size=(8, 5)):
@@ -218,11 +220,66 @@ def plot_gaps(rows: Sequence[dict], groups: Sequence[dict], path: Path, max_pane
     return None
 
 
+def swept_values(groups: Sequence[dict]) -> dict[str, list]:
+    """Override keys whose value differs between groups -> each group's value (None: not set)."""
+    from ser.report.stats import _split_overrides
+
+    parsed = [dict(i.split("=", 1) for i in _split_overrides(g["group"] or "") if "=" in i) for g in groups]
+    keys = sorted({k for p in parsed for k in p})
+    return {k: [p.get(k) for p in parsed] for k in keys if len({p.get(k) for p in parsed}) > 1}
+
+
+def _as_number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot_sweep(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str | None:
+    """One column per swept key: SER - seed (mean over seeds; bars: the seeds x pairs 95% CI, else
+    ± std), pseudo-labeled pairs kept, and their precision, against the key's value."""
+    swept = swept_values(groups)
+    if not swept:
+        return "not a sweep (one configuration)"
+    keys = list(swept)[:4]
+    fig, axes = _figure(3, len(keys), size=(4.2 * len(keys), 8.5))
+    for col, key in enumerate(keys):
+        vals = swept[key]
+        numeric = all(_as_number(v) is not None for v in vals if v is not None)
+        cats = sorted({str(v) for v in vals}, key=lambda v: (_as_number(v) is None, _as_number(v) or 0, v))
+        xs = [(_as_number(v) if numeric and v is not None else cats.index(str(v))) for v in vals]
+        for row, (field, label) in enumerate((("gain", "SER - seed (pts)"), ("kept", "pairs kept"),
+                                              ("kept_precision", "pseudo-label precision %"))):
+            ax = axes[row][col]
+            for g, x in zip(groups, xs):
+                st = g.get(field) or {}
+                if not st.get("n") or st.get("mean") is None:
+                    continue
+                scale = 1 if field == "kept" else 100
+                y = scale * st["mean"]
+                ci = (((g.get("paired") or {}).get("test") or {}).get("ser") or {}).get("gain") if field == "gain" else None
+                if ci:
+                    err = [[y - 100 * ci["low"]], [100 * ci["high"] - y]]
+                else:
+                    err = None if st.get("std") is None else scale * st["std"]
+                ax.errorbar([x], [y], yerr=err, fmt="o", capsize=3, color="C0")
+            if field == "gain":
+                ax.axhline(0, color="grey", lw=0.8)
+            ax.set_ylabel(label)
+            if not numeric:
+                ax.set_xticks(range(len(cats)), [_short(c, 16) for c in cats], rotation=30)
+            ax.set_xlabel(key if row == 2 else "")
+    fig.suptitle("Sweep: SER gain (95% CI over seeds and pairs, else ± std), kept pairs and their precision")
+    fig.savefig(path, dpi=120)
+    return None
+
+
 def make_plots(rows: Sequence[dict], groups: Sequence[dict], out_dir: Path) -> dict[str, str]:
-    """Write the three figures; returns file -> "" (written) or "skipped: why" (and prints why)."""
+    """Write the figures; returns file -> "" (written) or "skipped: why" (and prints why)."""
     out_dir = Path(out_dir)
     notes = {}
-    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps)):
+    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep)):
         target = out_dir / fname
         why = fn(rows, groups, target)
         if why:

@@ -64,8 +64,8 @@ def _main_phase(results: dict) -> dict | None:
 
 ROW_FIELDS = ["run", "path", "overrides", "group", "model", "data", "seed", "labeled_fraction", "rule", "tau_high",
               "tau_low", "tau_delta", "min_count", "seed_acc", "ser_acc", "full_acc", "gain", "gap_closed", "n_loops",
-              "kept", "statuses", "stop", "loop_test_accs", "wall_s", "gain_low", "gain_high", "gain_p", "full_gain_low",
-              "full_gain_high", "best_val_loop", "ser_best_val_acc"]
+              "kept", "kept_precision", "statuses", "stop", "loop_test_accs", "wall_s", "gain_low", "gain_high", "gain_p",
+              "full_gain_low", "full_gain_high", "best_val_loop", "ser_best_val_acc"]
 
 
 def summary_rows(runs: Iterable) -> list[dict]:
@@ -103,6 +103,9 @@ def summary_rows(runs: Iterable) -> list[dict]:
             gap_closed = gain / (full_acc - seed_acc)
         th = r.get("thresholds") or {}
         kept = sum(int(d.get("kept") or 0) for d in loops if "kept" in d and d.get("stop") is None)
+        labeled = [d for d in loops if d.get("kept") and d.get("stop") is None and d.get("pseudo_label_precision") is not None]
+        kept_precision = (sum(d["kept"] * d["pseudo_label_precision"] for d in labeled) / sum(d["kept"] for d in labeled)
+                          if labeled else None)  # of every pair added to training
         stops = [d.get("stop") for d in loops if d.get("stop")]
         outcomes = run_outcomes(run["path"], r)
         paired = run_statistics(outcomes, n_boot=2000).get("test", {})
@@ -115,7 +118,7 @@ def summary_rows(runs: Iterable) -> list[dict]:
             "rule": th.get("rule"), "tau_high": th.get("tau_high"), "tau_low": th.get("tau_low"),
             "tau_delta": th.get("tau_delta"), "min_count": th.get("min_count"),
             "seed_acc": seed_acc, "ser_acc": ser_acc, "full_acc": full_acc, "gain": gain, "gap_closed": gap_closed,
-            "n_loops": len(loops) - 1 if loops else None, "kept": kept,
+            "n_loops": len(loops) - 1 if loops else None, "kept": kept, "kept_precision": kept_precision,
             "statuses": ">".join(str(d["status"]) for d in loops if d.get("status")),
             "stop": stops[-1] if stops else None,
             "loop_test_accs": ";".join("" if a is None else f"{a:.6g}" for a in loop_accs),
@@ -173,7 +176,7 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
             "model": same("model"), "data": same("data"), "labeled_fraction": first.get("labeled_fraction"),
             "tau_delta": same("tau_delta"),
             **{f: _stat(r[f] for r in rs) for f in ("seed_acc", "ser_acc", "full_acc", "gain", "gap_closed",
-                                                      "kept", "n_loops")},
+                                                      "kept", "kept_precision", "n_loops")},
             "loop_acc": [_stat(r["loop_accs"][i] for r in rs if len(r["loop_accs"]) > i) for i in range(n_loop)],
             "loop_gain": [_stat(r["loop_accs"][i] - r["seed_acc"] for r in rs if len(r["loop_accs"]) > i
                                 and r["loop_accs"][i] is not None and r["seed_acc"] is not None)
