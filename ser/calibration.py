@@ -1,0 +1,101 @@
+"""Pairwise confidence and its calibration: pure functions over reward scores.
+
+The paper's p = sigmoid(r) depends on the reward model's arbitrary score scale. A pairwise
+probability does not need a scale of its own: P(a1 > a2) = sigmoid((r1 - r2) / T), with the
+temperature T fitted by maximum likelihood on pairs whose order is known (temperature scaling,
+Guo et al. 2017). The confidence of a pair is max(P, 1 - P), the probability that the RM's
+orientation of it is right.
+
+- :func:`fit_temperature`: T by maximum likelihood (golden-section search on log T).
+- :func:`pair_probability`: P(a1 > a2) and the confidence.
+- :func:`expected_calibration_error` and :func:`reliability`: the binned gap between confidence
+  and accuracy (10 equal-width bins over [0.5, 1] by default), and the bins for a diagram.
+- :func:`precision_threshold`: the lowest confidence cut whose kept labeled pairs are right at
+  least ``target`` of the time (the cut of a precision-target selection).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def _nll(diff: np.ndarray, t: float) -> float:
+    """Negative log-likelihood of ``chosen > rejected`` for score differences chosen - rejected."""
+    return float(np.logaddexp(0.0, -diff / t).sum())
+
+
+def fit_temperature(diff: Sequence[float], lo: float = 1e-4, hi: float = 1e4, iters: int = 100) -> float:
+    """T maximising the likelihood of P(chosen > rejected) = sigmoid(diff / T) on labeled pairs.
+
+    The NLL is convex in 1/T, so unimodal in log T; perfectly separated pairs push T to ``lo``.
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    if d.size == 0 or not np.any(d):
+        raise ValueError("fit_temperature needs labeled pairs with score differences")
+    a, b = math.log(lo), math.log(hi)
+    g = (math.sqrt(5) - 1) / 2
+    c, e = b - g * (b - a), a + g * (b - a)
+    fc, fe = _nll(d, math.exp(c)), _nll(d, math.exp(e))
+    for _ in range(iters):
+        if fc <= fe:
+            b, e, fe = e, c, fc
+            c = b - g * (b - a)
+            fc = _nll(d, math.exp(c))
+        else:
+            a, c, fc = c, e, fe
+            e = a + g * (b - a)
+            fe = _nll(d, math.exp(e))
+    return math.exp((a + b) / 2)
+
+
+def pair_probability(s1: Sequence[float], s2: Sequence[float], temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(P(a1 > a2), confidence = max(P, 1 - P))`` per pair."""
+    z = (np.asarray(s1, dtype=np.float64) - np.asarray(s2, dtype=np.float64)) / temperature
+    p = 1.0 / (1.0 + np.exp(-z))
+    return p, np.maximum(p, 1.0 - p)
+
+
+def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10,
+                lo: float = 0.5) -> list[dict]:
+    """Equal-width confidence bins over [lo, 1]: ``{"low", "high", "n", "confidence", "accuracy"}``
+    (the mean confidence and the accuracy of each non-empty bin; the last bin includes 1)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    edges = np.linspace(lo, 1.0, bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            out.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(m.sum()),
+                        "confidence": float(conf[m].mean()), "accuracy": float(ok[m].mean())})
+    return out
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """ECE: sum over bins of (bin share) * |accuracy - mean confidence|."""
+    n = len(confidence)
+    if n == 0:
+        return float("nan")
+    return float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability(confidence, correct, bins)))
+
+
+def precision_threshold(confidence: Sequence[float], correct: Sequence[bool], target: float,
+                        min_pairs: int = 20) -> float | None:
+    """The lowest cut c such that the labeled pairs with confidence >= c are right at least
+    ``target`` of the time (and at least ``min_pairs`` of them remain); None when no cut reaches it."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    order = np.argsort(-conf, kind="stable")
+    hits = np.cumsum(ok[order])
+    n = np.arange(1, len(conf) + 1)
+    precision = hits / n
+    good = (precision >= target) & (n >= min_pairs)
+    # cuts fall on distinct confidence values: pairs tied with the cut are kept with it
+    last_of_tie = np.r_[conf[order][1:] != conf[order][:-1], True]
+    valid = np.flatnonzero(good & last_of_tie)
+    if valid.size == 0:
+        return None
+    return float(conf[order][valid[-1]])
