@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.calibration import expected_calibration_error, fit_temperature, pair_probability
+from ser.calibration import cross_fitted
 from ser.report import load_runs
 
 
@@ -42,21 +42,6 @@ def _top_precision(score: np.ndarray, right: np.ndarray, k: int, mask: np.ndarra
         return None
     top = idx[np.argsort(-score[idx], kind="stable")[:k]]
     return float(right[top].mean())
-
-
-def cross_fitted_ece(chosen: np.ndarray, rejected: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """(ECE of sigmoid(r1 - r2), ECE with T fitted on the other half), both over [0.5, 1] bins."""
-    d = chosen.astype(np.float64) - rejected.astype(np.float64)
-    raw_p, raw_conf = pair_probability(d, np.zeros_like(d), 1.0)
-    raw = expected_calibration_error(raw_conf, raw_p > 0.5)  # right when the RM ranks chosen first
-    perm = np.random.default_rng(seed).permutation(len(d))
-    halves = np.array_split(perm, 2)
-    eces = []
-    for fit, test in ((halves[0], halves[1]), (halves[1], halves[0])):
-        t = fit_temperature(d[fit])
-        p, conf = pair_probability(d[test], np.zeros(len(test)), t)
-        eces.append(expected_calibration_error(conf, p > 0.5))
-    return raw, float(np.mean(eces))
 
 
 def replay(run: dict) -> list[dict]:
@@ -87,7 +72,8 @@ def replay(run: dict) -> list[dict]:
             row["consistent"] = _top_precision(conf, right, k, agree)
             row["consistent_share"] = float(agree.mean())
         if ev is not None and "val_chosen" in ev:
-            row["ece_raw"], row["ece_T"] = cross_fitted_ece(ev["val_chosen"], ev["val_rejected"])
+            cal = cross_fitted(ev["val_chosen"], ev["val_rejected"])
+            row["ece_raw"], row["ece_T"] = cal["ece_raw"], cal["ece"]
         out.append(row)
         prev = pool
     return out

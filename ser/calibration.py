@@ -99,3 +99,21 @@ def precision_threshold(confidence: Sequence[float], correct: Sequence[bool], ta
     if valid.size == 0:
         return None
     return float(conf[order][valid[-1]])
+
+
+def cross_fitted(chosen: Sequence[float], rejected: Sequence[float], bins: int = 10, seed: int = 0) -> dict:
+    """Calibration of the pairwise confidence on labeled pairs without fitting on what is measured:
+    T fitted on one half, ECE and reliability bins measured on the other (2 folds, pooled).
+
+    ``{"ece_raw": ECE of sigmoid(r1 - r2), "ece": ECE after temperature scaling, "temperature": T
+    fitted on all pairs, "bins": reliability bins of the cross-fitted confidences}``.
+    """
+    d = np.asarray(chosen, dtype=np.float64) - np.asarray(rejected, dtype=np.float64)
+    p_raw, conf_raw = pair_probability(d, np.zeros_like(d), 1.0)
+    perm = np.random.default_rng(seed).permutation(len(d))
+    conf = np.empty_like(d)
+    for fit, test in ((perm[: len(d) // 2], perm[len(d) // 2:]), (perm[len(d) // 2:], perm[: len(d) // 2])):
+        _, conf[test] = pair_probability(d[test], np.zeros(len(test)), fit_temperature(d[fit]))
+    right = d > 0  # the pair is ranked as labeled
+    return {"ece_raw": expected_calibration_error(conf_raw, right, bins), "ece": expected_calibration_error(conf, right, bins),
+            "temperature": fit_temperature(d), "bins": reliability(conf, right, bins)}

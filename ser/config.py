@@ -9,6 +9,7 @@ from ser.errors import ConfigError, DataError, ModelNotFound, PPOConfigError
 from ser.losses import LOSSES
 from ser.loop import SELECT_MODES, thresholds_from_config
 from ser.progress import LINE_MODES
+from ser.selection import STRATEGIES
 from ser.status import SCALE_MODES
 
 # trainer.precision: auto (ser.precision decides from the hardware) or a Lightning value
@@ -44,6 +45,16 @@ def validate(cfg: DictConfig) -> None:
     for key, lo in (("loop.max_loops", 0), ("loop.epochs_per_loop", 1), ("loop.score_batch_size", 1),
                     ("data.batch_size", 1), ("data.max_length", 8), ("seed", 0)):
         _positive_int(cfg, key, lo)
+    sel = cfg.get("selection")
+    if sel is not None:
+        if sel.strategy not in STRATEGIES:
+            raise ConfigError(f"selection.strategy='{sel.strategy}' must be one of {', '.join(STRATEGIES)}")
+        if not 0.5 <= sel.confidence < 1:
+            raise ConfigError(f"selection.confidence={sel.confidence} must be in [0.5, 1): a confidence max(P, 1 - P)")
+        if not 0 < sel.target_precision <= 1:
+            raise ConfigError(f"selection.target_precision={sel.target_precision} must be in (0, 1]")
+        if sel.strategy != "status" and cfg.data.val_fraction <= 0:
+            raise ConfigError(f"selection.strategy={sel.strategy} fits its temperature on validation: set data.val_fraction > 0")
     if cfg.loop.get("select", "last") not in SELECT_MODES:
         raise ConfigError(f"loop.select='{cfg.loop.select}' must be one of {', '.join(SELECT_MODES)}")
     if cfg.loop.get("select", "last") == "best_val" and cfg.data.val_fraction <= 0:

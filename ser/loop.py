@@ -25,8 +25,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from ser import status as st
+from ser.calibration import cross_fitted
 from ser.model import score_sequences
 from ser.progress import Progress
+from ser.selection import select as select_by_confidence
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +54,43 @@ class Labeling:
 
 
 def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray, hidden: np.ndarray,
-               th: st.Thresholds, centring: str, scaling: str) -> Labeling:
+               th: st.Thresholds, centring: str, scaling: str, selection=None, val: dict | None = None,
+               previous: dict | None = None) -> Labeling:
     """Self-label the pool from its scores (``[a1 of every alive pair..., a2 ...]``) and the labeled
-    pairs' scores: centre and scale, p = sigmoid, the learning status, the selected pairs. Pure: a
-    run reusing a cached loop 0 labels the cached scores with its own thresholds through this."""
+    pairs' scores: centre and scale, p = sigmoid, then the learning status and its selection
+    (``selection.strategy=status``, the paper) or a confidence strategy (``ser.selection``, from
+    this loop's validation scores ``val`` and the ``previous`` loop's pool scores). Pure: a run
+    reusing a cached loop 0 labels the cached scores with its own thresholds through this."""
     n = len(alive)
     centred = st.centre_scores(scores, centring, labeled)
     scaled = st.scale_scores(centred, scaling, scores, labeled)
     p = st.probabilities(scaled)
     p1, p2 = p[:n], p[n:]
-    decision = st.decide_status(p1, p2, th)
-    sel = st.select_pairs(p1, p2, decision.status, th)
+    strategy = selection.get("strategy", "status") if selection is not None else "status"
+    extra = {}
+    if strategy == "status":
+        decision = st.decide_status(p1, p2, th)
+        sel = st.select_pairs(p1, p2, decision.status, th)
+        status, index, first = decision.status.name, sel.index, np.asarray(sel.first_is_chosen)
+        extra = {"n_easy": decision.n_easy, "n_hard": decision.n_hard, "min_count": decision.min_count}
+    else:
+        if not val or "val_chosen" not in val:
+            raise ValueError(f"selection.strategy={strategy} needs a validation split (data.val_fraction > 0)")
+        prev = None
+        if previous is not None:  # the previous loop's orientation of each pair still in the pool
+            where = {int(i): j for j, i in enumerate(previous["pool_index"])}
+            a1_first = previous["scores_a1"] > previous["scores_a2"]
+            prev = np.array([int(a1_first[where[int(i)]]) if int(i) in where else -1 for i in alive])
+        cs = select_by_confidence(strategy, scores[:n], scores[n:], val["val_chosen"], val["val_rejected"],
+                                  selection.confidence, selection.target_precision, selection.min_pairs, prev)
+        index, first = cs.index, np.asarray(cs.first_is_chosen)
+        status = strategy.upper() if len(index) else st.Status.STOP.name
+        extra = cs.fields
     counts, edges = st.gap_histogram(p1, p2)
-    pool_index = alive[sel.index]
+    pool_index = alive[index]
     fields = {
-        "pool": n, "status": decision.status.name, "n_easy": decision.n_easy, "n_hard": decision.n_hard,
-        "min_count": decision.min_count, "kept": len(sel),
-        "pseudo_label_precision": st.pseudo_label_precision(st.Selection(pool_index, sel.first_is_chosen), hidden),
+        "pool": n, "status": status, **extra, "kept": len(index),
+        "pseudo_label_precision": st.pseudo_label_precision(st.Selection(pool_index, first), hidden),
         "score_mean": float(scores.mean()), "score_std": float(scores.std()),
         "centre": float(scores.mean() - centred.mean()),
         "scale": float(centred.std() / scaled.std()) if scaled.std() > 0 else 1.0,
@@ -76,8 +98,8 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
     }
     arrays = {"pool_index": alive, "scores_a1": scores[:n], "scores_a2": scores[n:], "p1": p1, "p2": p2,
               "hidden_a1_better": hidden[alive]}
-    stop = decision.status == st.Status.STOP or len(sel) == 0
-    return Labeling(fields, pool_index, np.asarray(sel.first_is_chosen), stop, arrays)
+    stop = status == st.Status.STOP.name or len(index) == 0
+    return Labeling(fields, pool_index, first, stop, arrays)
 
 
 def chosen_wins(scores: np.ndarray) -> float:
@@ -90,9 +112,10 @@ class SERLoop(Callback):
     """Drives the loops; ``history`` holds one diagnostics dict per loop (loop 0 = seed)."""
 
     def __init__(self, loop_cfg, thresholds_cfg, seed: int, out_dir: str | Path, eval_batch_size: int = 64,
-                 progress: Progress | None = None, phase: str = "ser"):
+                 progress: Progress | None = None, phase: str = "ser", selection_cfg=None):
         self.cfg = loop_cfg
         self.th = thresholds_from_config(thresholds_cfg)
+        self.selection = selection_cfg  # None or selection.strategy=status: the paper's status machine
         self.centring = thresholds_cfg.centring
         self.scaling = thresholds_cfg.get("scaling", "none")
         self.seed = seed
@@ -161,7 +184,14 @@ class SERLoop(Callback):
                 arrays[f"{name}_chosen"], arrays[f"{name}_rejected"] = v[:n].astype(np.float32), v[n:].astype(np.float32)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(self.out_dir / f"eval_scores_loop{self.loop}.npz", **arrays)
-        return {f"{name}_acc": chosen_wins(v) for name, v in s.items()}
+        out = {f"{name}_acc": chosen_wins(v) for name, v in s.items()}
+        if "val" in s and len(s["val"]) >= 4:  # calibration of the pairwise confidence, cross-fitted on validation
+            n = len(s["val"]) // 2
+            self._val = {"val_chosen": s["val"][:n], "val_rejected": s["val"][n:]}
+            cal = cross_fitted(s["val"][:n], s["val"][n:])
+            out.update(val_ece=cal["ece"], val_ece_raw=cal["ece_raw"], val_temperature=cal["temperature"],
+                       reliability=cal["bins"])
+        return out
 
     def _seed_path(self) -> Path:
         return self.out_dir / "seed_weights.pt"
@@ -278,7 +308,10 @@ class SERLoop(Callback):
         if self.loop == 0 and self.on_loop0_scored is not None:  # phase reuse: loop 0 before any threshold acts
             self.on_loop0_scored(trainer, dict(diag, label_s=round(time.perf_counter() - t0, 2)),
                                  {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden})
-        lab = label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring, self.scaling)
+        prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
+        previous = dict(np.load(prev_file)) if self.loop > 0 and prev_file.exists() else None
+        lab = label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring, self.scaling,
+                         self.selection, getattr(self, "_val", None), previous)
         diag.update(lab.fields, label_s=round(time.perf_counter() - t0, 2))
         if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
             np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays)
@@ -294,7 +327,7 @@ class SERLoop(Callback):
             dm.include_seed = False
 
     def _log(self, trainer, diag: dict) -> None:
-        log.info("loop %d: %s", diag["loop"], {k: v for k, v in diag.items() if k not in ("gap_hist", "gap_edges")})
+        log.info("loop %d: %s", diag["loop"], {k: v for k, v in diag.items() if k not in ("gap_hist", "gap_edges", "reliability")})
         if trainer.is_global_zero:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             # rewritten whole from the (checkpointed) history: a resumed run never duplicates a loop
@@ -302,7 +335,7 @@ class SERLoop(Callback):
             tmp.write_text("".join(json.dumps(d) + "\n" for d in self.history))
             tmp.replace(self.out_dir / "loops.jsonl")
         metrics = {f"loop/{k}": float(v) for k, v in diag.items() if isinstance(v, (int, float)) and v is not None}
-        if "status" in diag:
+        if diag.get("status") in st.Status.__members__:
             metrics["loop/status_code"] = float(st.Status[diag["status"]].value)
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)

@@ -240,8 +240,12 @@ def resume_from_loop0(entry: Path, cfg: DictConfig, phase_dir: Path, key: str) -
     with np.load(entry / "loop0_scores.npz") as z:
         sc = {k: z[k] for k in z.files}
     th = cfg.thresholds
+    val = None
+    if (entry / "eval_scores_loop0.npz").exists():
+        with np.load(entry / "eval_scores_loop0.npz") as z:
+            val = {k: z[k] for k in ("val_chosen", "val_rejected") if k in z.files}
     lab = label_pool(sc["pool"], sc.get("labeled"), sc["alive"], sc["hidden"], thresholds_from_config(th),
-                     th.centring, th.get("scaling", "none"))
+                     th.centring, th.get("scaling", "none"), cfg.get("selection"), val)
     diag = dict(meta["diag"], **lab.fields)
     diag["eval_s"] = diag.get("label_s", 0.0)
     diag["stop"] = "stop_status" if lab.stop else None

@@ -257,6 +257,18 @@ class ProgressConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Which pool pairs a loop keeps (ser/selection.py): status = the paper's learning status with
+    the thresholds group (default); pairwise | precision_target | consistent = a temperature-scaled
+    pairwise confidence (T fitted on this loop's validation pairs)."""
+
+    strategy: str = "status"
+    confidence: float = 0.8  # pairwise, consistent: keep pairs with max(P, 1 - P) >= this
+    target_precision: float = 0.8  # precision_target: validation pairs above the cut right this often
+    min_pairs: int = 20  # precision_target: validation pairs the estimate needs above the cut
+
+
+@dataclass
 class ReuseConfig:
     """Phase reuse across runs (ser/reuse.py): loop 0 of SER and the full-data baseline are computed
     once per content key and reused by every run or sweep point with the same key."""
@@ -275,6 +287,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     trainer: Dict[str, Any] = field(default_factory=dict)  # Lightning Trainer arguments (conf/trainer)
     logger: Optional[Dict[str, Any]] = None  # a Lightning logger: _target_ + arguments (conf/logger)
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -45,3 +45,14 @@ def test_precision_threshold_by_hand():
     # ties with the cut are kept together: with 0.8 tied, the top set is both 0.8s
     assert precision_threshold([0.9, 0.8, 0.8], [1, 1, 0], 0.8, min_pairs=1) == 0.9
     assert precision_threshold(np.array([0.9, 0.8, 0.8]), np.array([1, 1, 1]), 0.8, min_pairs=1) == 0.8
+
+
+def test_cross_fitted_calibration():
+    from ser.calibration import cross_fitted
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.5, 1.0, 400) * 10  # a score scale of 10: sigmoid(r1 - r2) is overconfident
+    cal = cross_fitted(d, np.zeros_like(d))
+    assert cal["ece"] < cal["ece_raw"]  # temperature scaling repairs the scale
+    assert cal["temperature"] > 1
+    assert sum(b["n"] for b in cal["bins"]) == 400

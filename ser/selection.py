@@ -1,0 +1,60 @@
+"""Selection strategies beyond the paper's status machine: pure functions over reward scores.
+
+``selection.strategy`` (conf/selection/):
+
+- ``status`` (default): the paper's learning status and thresholds (``ser.status``, the
+  ``thresholds`` group), or the authors' combined rule.
+- ``pairwise``: P(a1 > a2) = sigmoid((r1 - r2) / T), T fitted by maximum likelihood on this loop's
+  validation pairs (temperature scaling: fitted on validation, so never on the pool it scores);
+  keep the pairs with confidence max(P, 1 - P) >= ``selection.confidence``.
+- ``precision_target``: the same confidence, cut where the validation pairs above the cut are right
+  at least ``selection.target_precision`` of the time (the estimate is logged beside the
+  hidden-label precision); no cut reaching the target stops the loop.
+- ``consistent``: ``pairwise``, keeping only pairs whose orientation also held at the previous
+  loop (CREAM-style agreement between rounds); at loop 0 there is no previous loop: ``pairwise``.
+
+:func:`select` returns the chosen pool positions, their orientation and its diagnostics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ser.calibration import fit_temperature, pair_probability, precision_threshold
+
+STRATEGIES = ("status", "pairwise", "precision_target", "consistent")
+
+
+@dataclass
+class ConfidenceSelection:
+    index: np.ndarray  # positions in the scored pool (alive pairs)
+    first_is_chosen: np.ndarray
+    fields: dict  # temperature, cut, estimated precision, strategy
+
+
+def select(strategy: str, s1: np.ndarray, s2: np.ndarray, val_chosen: np.ndarray, val_rejected: np.ndarray,
+           confidence: float = 0.8, target_precision: float = 0.8, min_pairs: int = 20,
+           previous_a1_better: np.ndarray | None = None) -> ConfidenceSelection:
+    """Pairs of the pool (scores ``s1``, ``s2`` of its two answers) kept by a confidence strategy.
+
+    ``previous_a1_better``: per pool pair, whether the previous loop ranked a1 first (1), second
+    (0) or did not score it (-1); only ``consistent`` reads it.
+    """
+    if strategy not in STRATEGIES[1:]:
+        raise ValueError(f"selection.strategy='{strategy}' is not a confidence strategy ({', '.join(STRATEGIES[1:])})")
+    t = fit_temperature(np.asarray(val_chosen, float) - np.asarray(val_rejected, float))
+    p, conf = pair_probability(s1, s2, t)
+    val_p, val_conf = pair_probability(val_chosen, val_rejected, t)
+    val_right = val_p > 0.5
+    cut: float | None = confidence
+    if strategy == "precision_target":
+        cut = precision_threshold(val_conf, val_right, target_precision, min_pairs)
+    keep = conf >= cut if cut is not None else np.zeros(len(conf), dtype=bool)
+    if strategy == "consistent" and previous_a1_better is not None:
+        keep &= (previous_a1_better >= 0) & ((previous_a1_better == 1) == (p > 0.5))
+    above = val_conf >= cut if cut is not None else np.zeros(len(val_conf), dtype=bool)
+    fields = {"selection": strategy, "temperature": t, "cut": cut,
+              "estimated_precision": float(val_right[above].mean()) if above.any() else None}
+    index = np.flatnonzero(keep)
+    return ConfidenceSelection(index, p[index] > 0.5, fields)

@@ -1,0 +1,67 @@
+"""Selection strategies (ser/selection.py) on hand-made scores, and each one end to end."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ser.selection import select
+from ser.train import run
+from tests.conftest import compose
+from tests.synthetic import tiny_overrides, write_pairs
+
+# validation: 3 pairs ranked right by 2, 1 wrong by 2: T = 2 / ln 3, so a gap of 4 gives P = 0.9
+VAL_C, VAL_R = np.array([2.0, 2, 2, 0]), np.array([0.0, 0, 0, 2])
+S1, S2 = np.array([4.0, 0.0, 1.0]), np.array([0.0, 4.0, 0.9])
+
+
+def test_pairwise_by_hand():
+    sel = select("pairwise", S1, S2, VAL_C, VAL_R, confidence=0.8)
+    assert sel.fields["temperature"] == pytest.approx(2 / math.log(3), rel=1e-5)
+    assert sel.index.tolist() == [0, 1] and sel.first_is_chosen.tolist() == [True, False]
+    assert sel.fields["estimated_precision"] is None  # no validation pair reaches confidence 0.8 (all 0.75)
+    assert select("pairwise", S1, S2, VAL_C, VAL_R, confidence=0.95).index.tolist() == []
+
+
+def test_precision_target_by_hand():
+    # every validation pair has confidence 0.75 and 3 of 4 are right: precision 0.75 at the cut 0.75
+    sel = select("precision_target", S1, S2, VAL_C, VAL_R, target_precision=0.7, min_pairs=1)
+    assert sel.fields["cut"] == pytest.approx(0.75) and sel.fields["estimated_precision"] == pytest.approx(0.75)
+    assert sel.index.tolist() == [0, 1]
+    none = select("precision_target", S1, S2, VAL_C, VAL_R, target_precision=0.8, min_pairs=1)
+    assert none.fields["cut"] is None and none.index.tolist() == []
+
+
+def test_consistent_by_hand():
+    sel = select("consistent", S1, S2, VAL_C, VAL_R, confidence=0.8, previous_a1_better=np.array([1, 1, -1]))
+    assert sel.index.tolist() == [0]  # pair 1 flipped since the previous loop, pair 2 was not scored then
+    assert select("consistent", S1, S2, VAL_C, VAL_R, confidence=0.8).index.tolist() == [0, 1]  # loop 0
+    with pytest.raises(ValueError, match="not a confidence strategy"):
+        select("status", S1, S2, VAL_C, VAL_R)
+
+
+@pytest.mark.parametrize("strategy", ["pairwise", "precision_target", "consistent"])
+def test_each_strategy_runs_end_to_end(tmp_path, strategy):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=200)
+    res = run(compose(tiny_overrides(data, "loop.max_loops=2", "loop.epochs_per_loop=1", "optim.lr=2e-3",
+                                     f"selection={strategy}", "selection.confidence=0.6",
+                                     "selection.target_precision=0.6", "selection.min_pairs=2", "data.val_fraction=0.2"),
+                      output_dir=tmp_path / "run"))
+    hist = res["phases"]["ser"]["loops"]
+    first = hist[0]
+    assert first["selection"] == strategy and first["temperature"] > 0
+    assert first["status"] in (strategy.upper(), "STOP")
+    for h in hist:  # calibration diagnostics every loop
+        assert 0 <= h["val_ece"] <= 1 and h["reliability"] and h["val_temperature"] > 0
+    if first["kept"]:
+        assert hist[1]["train_pairs"] == first["train_pairs"] + first["kept"]
+        assert 0 <= first["pseudo_label_precision"] <= 1
+
+
+def test_unknown_strategy_is_one_clear_error(tmp_path):
+    from ser.errors import ConfigError
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=60)
+    with pytest.raises(ConfigError, match="selection.strategy='best' must be one of status, pairwise"):
+        run(compose(tiny_overrides(data, "loop.max_loops=1", "selection.strategy=best"), output_dir=tmp_path / "run"))
