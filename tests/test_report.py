@@ -314,3 +314,23 @@ def test_sweep_figure_against_each_swept_value(sweep, tmp_path):
     assert plot_sweep([], groups, tmp_path / "sweep.png") is None
     assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
     assert plot_sweep([], groups[:1], tmp_path / "one.png") == "not a sweep (one configuration)"
+
+
+def test_reliability_diagram_from_logged_bins(tmp_path):
+    from ser.report import aggregate
+    from ser.report.plots import _pooled_bins, plot_reliability
+
+    assert _pooled_bins([[{"low": 0.5, "confidence": 0.52, "accuracy": 1.0, "n": 1}],
+                         [{"low": 0.5, "confidence": 0.56, "accuracy": 0.0, "n": 3}]]) == ([0.55], [0.25], [4])
+    d = write_run(tmp_path / "run", ["seed=0"], 0, [0.5, 0.6], ["EASY"])
+    results = json.loads((d / "results.json").read_text())
+    for h in results["phases"]["ser"]["loops"]:
+        h["reliability"] = [{"low": 0.5, "high": 0.55, "n": 10, "confidence": 0.52, "accuracy": 0.5},
+                            {"low": 0.9, "high": 0.95, "n": 5, "confidence": 0.92, "accuracy": 0.8}]
+        h["val_ece"] = 0.05
+    (d / "results.json").write_text(json.dumps(results))
+    rows = summary_rows(load_runs(d))
+    assert plot_reliability(rows, aggregate(rows), tmp_path / "rel.png") is None
+    assert (tmp_path / "rel.png").read_bytes()[:8] == PNG_MAGIC
+    plain = summary_rows(load_runs(write_run(tmp_path / "old", ["seed=1"], 1, [0.5, 0.6], ["EASY"])))
+    assert "no run logged reliability bins" in plot_reliability(plain, aggregate(plain), tmp_path / "x.png")

@@ -1,7 +1,8 @@
 """Figures of the report, drawn with matplotlib on the Agg canvas (no pyplot): test accuracy per
 loop (:func:`plot_accuracy`, Fig. 2), pairs per loop (:func:`plot_pairs`, Fig. 3) and score gaps
 on the pool (:func:`plot_gaps`, Fig. 6), and for a sweep the SER gain (with its CI), kept pairs and
-pseudo-label precision against each swept value (:func:`plot_sweep`); :func:`make_plots` writes
+pseudo-label precision against each swept value (:func:`plot_sweep`), and the reliability diagram
+of the pairwise confidence on validation (:func:`plot_reliability`); :func:`make_plots` writes
 them (``PNG_FILES``).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ser.report.values import _frac_label, _num
 
-PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png", "sweep.png")
+PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png", "sweep.png", "reliability.png")
 
 
 def _figure(nrows=1, ncols=1, size=(8, 5)):
@@ -275,11 +276,55 @@ def plot_sweep(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str 
     return None
 
 
+def _pooled_bins(bin_lists: Sequence[Sequence[dict]]) -> tuple[list[float], list[float], list[int]]:
+    """Bins of several runs pooled by their lower edge: (mean confidence, accuracy, n) per bin."""
+    acc: dict[float, list[float]] = {}
+    for bins in bin_lists:
+        for b in bins:
+            a = acc.setdefault(round(b["low"], 6), [0.0, 0.0, 0])
+            a[0] += b["confidence"] * b["n"]
+            a[1] += b["accuracy"] * b["n"]
+            a[2] += b["n"]
+    keys = sorted(acc)
+    return [acc[k][0] / acc[k][2] for k in keys], [acc[k][1] / acc[k][2] for k in keys], [acc[k][2] for k in keys]
+
+
+def plot_reliability(rows: Sequence[dict], groups: Sequence[dict], path: Path, max_panels: int = 6) -> str | None:
+    """Per configuration: accuracy against the (cross-fitted, temperature-scaled) pairwise
+    confidence on validation, for the seed RM and the last loop, pooled over seeds."""
+    panels = []
+    for g in groups:
+        rs = [r for r in rows if r["group"] == g["group"] and r["loops"] and r["loops"][0].get("reliability")]
+        if rs:
+            panels.append((g, rs))
+    if not panels:
+        return "no run logged reliability bins (runs from before calibration diagnostics)"
+    panels = panels[:max_panels]
+    fig, axes = _figure(1, len(panels), size=(4.2 * len(panels), 4.2))
+    for ax, (g, rs) in zip(axes[0], panels):
+        ax.plot([0.5, 1], [0.5, 1], color="grey", lw=0.8, ls="--", label="calibrated")
+        for label, pick in (("seed RM (loop 0)", lambda r: r["loops"][0]), ("last loop", lambda r: r["loops"][-1])):
+            bins = [pick(r).get("reliability") or [] for r in rs]
+            x, y, n = _pooled_bins(bins)
+            ece = [pick(r).get("val_ece") for r in rs if pick(r).get("val_ece") is not None]
+            tag = f" (ECE {100 * sum(ece) / len(ece):.1f})" if ece else ""
+            ax.plot(x, y, marker="o", label=label + tag)
+        ax.set_xlim(0.5, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence max(P, 1-P)")
+        ax.set_ylabel("accuracy on validation")
+        ax.set_title(_short(g["group"], 40), fontsize="small")
+        ax.legend(fontsize="small")
+    fig.suptitle("Reliability of the pairwise confidence (T fitted on the other half of validation)")
+    fig.savefig(path, dpi=120)
+    return None
+
+
 def make_plots(rows: Sequence[dict], groups: Sequence[dict], out_dir: Path) -> dict[str, str]:
     """Write the figures; returns file -> "" (written) or "skipped: why" (and prints why)."""
     out_dir = Path(out_dir)
     notes = {}
-    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep)):
+    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep, plot_reliability)):
         target = out_dir / fname
         why = fn(rows, groups, target)
         if why:

@@ -191,6 +191,7 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
         out[-1]["loop_status"] = [None] + [
             "/".join(sorted({str(r["loops"][k - 1].get("status")) for r in rs if len(r["loops"]) > k}))
             for k in range(1, n_loop)]
+        out[-1]["loop_ece"] = [_stat(r["loops"][k].get("val_ece") for r in rs if len(r["loops"]) > k) for k in range(n_loop)]
         out[-1]["paired"] = group_statistics([r.get("outcomes") or {} for r in rs])
         out[-1]["ser_best_val_acc"] = _stat(r.get("ser_best_val_acc") for r in rs)
         # mean gain / mean full-data gain: a per-run ratio explodes when one seed's full model is

@@ -173,6 +173,10 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
                 extra.append(f"gap closed: {100 * g['gap_closed_of_means']:.1f}% of the mean gap (per run: {per_run})")
             if g["kept"]["n"]:
                 extra.append(f"pseudo-labeled pairs kept: {format_stat(g['kept'], scale=1, digits=0)}")
+            ece = [e for e in g.get("loop_ece", []) if e["n"]]
+            if ece:
+                extra.append("validation ECE of the pairwise confidence (cross-fitted T), per loop: "
+                             + ", ".join(format_stat(e, digits=1) for e in ece))
             if extra:
                 out += ["", "; ".join(extra)]
             out += _paired_lines(g)
