@@ -53,6 +53,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"selection.confidence={sel.confidence} must be in [0.5, 1): a confidence max(P, 1 - P)")
         if not 0 < sel.target_precision <= 1:
             raise ConfigError(f"selection.target_precision={sel.target_precision} must be in (0, 1]")
+        if sel.get("mc_passes", 0) < 0 or not 0 < sel.get("mc_min_agreement", 1.0) <= 1:
+            raise ConfigError("selection.mc_passes must be >= 0 and selection.mc_min_agreement in (0, 1]")
+        if sel.get("mc_passes", 0) > 0 and sel.strategy == "status":
+            raise ConfigError("selection.mc_passes works with the confidence strategies: add selection=pairwise "
+                              "(or precision_target, consistent)")
         if sel.strategy != "status" and cfg.data.val_fraction <= 0:
             raise ConfigError(f"selection.strategy={sel.strategy} fits its temperature on validation: set data.val_fraction > 0")
     if cfg.loop.get("select", "last") not in SELECT_MODES:

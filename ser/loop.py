@@ -28,7 +28,7 @@ from ser import status as st
 from ser.calibration import cross_fitted
 from ser.model import score_sequences
 from ser.progress import Progress
-from ser.selection import select as select_by_confidence
+from ser.selection import mc_agreement, select as select_by_confidence
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Labeling:
 
 def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray, hidden: np.ndarray,
                th: st.Thresholds, centring: str, scaling: str, selection=None, val: dict | None = None,
-               previous: dict | None = None) -> Labeling:
+               previous: dict | None = None, mc: np.ndarray | None = None) -> Labeling:
     """Self-label the pool from its scores (``[a1 of every alive pair..., a2 ...]``) and the labeled
     pairs' scores: centre and scale, p = sigmoid, then the learning status and its selection
     (``selection.strategy=status``, the paper) or a confidence strategy (``ser.selection``, from
@@ -82,7 +82,8 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
             a1_first = previous["scores_a1"] > previous["scores_a2"]
             prev = np.array([int(a1_first[where[int(i)]]) if int(i) in where else -1 for i in alive])
         cs = select_by_confidence(strategy, scores[:n], scores[n:], val["val_chosen"], val["val_rejected"],
-                                  selection.confidence, selection.target_precision, selection.min_pairs, prev)
+                                  selection.confidence, selection.target_precision, selection.min_pairs, prev,
+                                  mc, selection.get("mc_min_agreement", 1.0))
         index, first = cs.index, np.asarray(cs.first_is_chosen)
         status = strategy.upper() if len(index) else st.Status.STOP.name
         extra = cs.fields
@@ -150,7 +151,7 @@ class SERLoop(Callback):
         return self.cfg.epochs_per_loop * (self.cfg.max_loops + 1)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _score(self, trainer, module, groups: dict[str, list], what: str) -> dict[str, np.ndarray]:
+    def _score(self, trainer, module, groups: dict[str, list], what: str, dropout: bool = False) -> dict[str, np.ndarray]:
         """Score named groups of sequences in one length-sorted pass; the scores of each group."""
         seqs = [s for g in groups.values() for s in g]
         forward = None
@@ -159,6 +160,7 @@ class SERLoop(Callback):
             forward = lambda ids, mask: root(ids, mask)  # noqa: E731  (RewardModel.forward)
         with trainer.precision_plugin.forward_context():  # bf16-mixed scores under autocast, as it trains
             scores = score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size, forward=forward,
+                                     dropout=dropout,
                                      device=module.device, rank=trainer.global_rank, world_size=trainer.world_size,
                                      gather=trainer.strategy.all_gather,
                                      progress=trainer.progress_bar_callback is not None,
@@ -310,8 +312,17 @@ class SERLoop(Callback):
                                  {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden})
         prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
         previous = dict(np.load(prev_file)) if self.loop > 0 and prev_file.exists() else None
+        mc = None
+        passes = int(self.selection.get("mc_passes", 0)) if self.selection is not None else 0
+        if passes > 0 and self.selection.strategy != "status":  # MC dropout: the pool again, dropout on
+            t_mc = time.perf_counter()
+            runs = [self._score(trainer, module, {"pool": groups["pool"]}, f"(pool, dropout pass {i + 1})", dropout=True)["pool"]
+                    for i in range(passes)]
+            n = len(alive)
+            mc = mc_agreement(scores[:n], scores[n:], [(r[:n], r[n:]) for r in runs])
+            diag["mc_s"] = round(time.perf_counter() - t_mc, 2)
         lab = label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring, self.scaling,
-                         self.selection, getattr(self, "_val", None), previous)
+                         self.selection, getattr(self, "_val", None), previous, mc)
         diag.update(lab.fields, label_s=round(time.perf_counter() - t0, 2))
         if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
             np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays)

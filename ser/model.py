@@ -300,7 +300,8 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
                     device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
                     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     progress: bool = False, on_batch: Callable[[int, int], None] | None = None,
-                    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+                    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    dropout: bool = False) -> np.ndarray:
     """Reward of every sequence, in input order. Batches are sorted by length (little padding).
 
     Under ddp each rank scores every ``world_size``-th batch and ``gather`` (the strategy's
@@ -308,7 +309,8 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
     ``forward(input_ids, attention_mask)`` replaces ``sequence_rewards(model, ...)``: under fsdp it
     is the sharded root module's forward, whose collectives need every rank to make the same
     number of calls, so then each rank runs ``ceil(batches / world_size)`` forwards (a rank short of
-    batches re-scores its last one and drops the result).
+    batches re-scores its last one and drops the result). ``dropout=True`` scores with dropout
+    active (Monte Carlo dropout), still without gradients.
     ``progress`` shows a bar (terminals); ``on_batch(done, total)`` is told after every batch
     (this rank's sequences; :class:`ser.progress.Progress` turns it into log lines).
     """
@@ -318,7 +320,7 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
         return np.zeros(0, dtype=np.float64)
     device = device or next(model.parameters()).device
     was_training = model.training
-    model.eval()
+    model.train(dropout)  # dropout=True: MC-dropout passes (dropout active, no gradients)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     mine = batches[rank::world_size]

@@ -266,6 +266,11 @@ class SelectionConfig:
     confidence: float = 0.8  # pairwise, consistent: keep pairs with max(P, 1 - P) >= this
     target_precision: float = 0.8  # precision_target: validation pairs above the cut right this often
     min_pairs: int = 20  # precision_target: validation pairs the estimate needs above the cut
+    # Uncertainty (any confidence strategy): mc_passes > 0 scores the pool that many more times with
+    # dropout active (MC dropout) and keeps only pairs whose orientation held in at least
+    # mc_min_agreement of the passes. Cost: mc_passes extra scorings of the pool per loop.
+    mc_passes: int = 0
+    mc_min_agreement: float = 1.0
 
 
 @dataclass

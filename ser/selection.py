@@ -13,6 +13,10 @@
 - ``consistent``: ``pairwise``, keeping only pairs whose orientation also held at the previous
   loop (CREAM-style agreement between rounds); at loop 0 there is no previous loop: ``pairwise``.
 
+With ``selection.mc_passes > 0`` any of these also drops the pairs whose orientation changes under
+Monte Carlo dropout (:func:`mc_agreement`: the share of dropout passes agreeing with the
+deterministic scores), an ensemble-disagreement signal (Coste et al.) at the cost of the passes.
+
 :func:`select` returns the chosen pool positions, their orientation and its diagnostics.
 """
 from __future__ import annotations
@@ -26,6 +30,12 @@ from ser.calibration import fit_temperature, pair_probability, precision_thresho
 STRATEGIES = ("status", "pairwise", "precision_target", "consistent")
 
 
+def mc_agreement(s1: np.ndarray, s2: np.ndarray, passes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per pair, the share of dropout passes ``(a1 scores, a2 scores)`` that rank it as ``s1`` vs ``s2``."""
+    first = np.asarray(s1) > np.asarray(s2)
+    return np.mean([(np.asarray(a) > np.asarray(b)) == first for a, b in passes], axis=0)
+
+
 @dataclass
 class ConfidenceSelection:
     index: np.ndarray  # positions in the scored pool (alive pairs)
@@ -35,11 +45,14 @@ class ConfidenceSelection:
 
 def select(strategy: str, s1: np.ndarray, s2: np.ndarray, val_chosen: np.ndarray, val_rejected: np.ndarray,
            confidence: float = 0.8, target_precision: float = 0.8, min_pairs: int = 20,
-           previous_a1_better: np.ndarray | None = None) -> ConfidenceSelection:
+           previous_a1_better: np.ndarray | None = None, mc_agreement: np.ndarray | None = None,
+           mc_min_agreement: float = 1.0) -> ConfidenceSelection:
     """Pairs of the pool (scores ``s1``, ``s2`` of its two answers) kept by a confidence strategy.
 
     ``previous_a1_better``: per pool pair, whether the previous loop ranked a1 first (1), second
-    (0) or did not score it (-1); only ``consistent`` reads it.
+    (0) or did not score it (-1); only ``consistent`` reads it. ``mc_agreement``: per pool pair,
+    the share of MC-dropout passes that ranked it as the deterministic scores do; pairs below
+    ``mc_min_agreement`` are left out (any strategy).
     """
     if strategy not in STRATEGIES[1:]:
         raise ValueError(f"selection.strategy='{strategy}' is not a confidence strategy ({', '.join(STRATEGIES[1:])})")
@@ -53,6 +66,8 @@ def select(strategy: str, s1: np.ndarray, s2: np.ndarray, val_chosen: np.ndarray
     keep = conf >= cut if cut is not None else np.zeros(len(conf), dtype=bool)
     if strategy == "consistent" and previous_a1_better is not None:
         keep &= (previous_a1_better >= 0) & ((previous_a1_better == 1) == (p > 0.5))
+    if mc_agreement is not None:
+        keep &= np.asarray(mc_agreement) >= mc_min_agreement
     above = val_conf >= cut if cut is not None else np.zeros(len(val_conf), dtype=bool)
     fields = {"selection": strategy, "temperature": t, "cut": cut,
               "estimated_precision": float(val_right[above].mean()) if above.any() else None}

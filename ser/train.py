@@ -100,6 +100,9 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
             return result
     if (phase_dir / "checkpoints" / "last.ckpt").exists():  # this run's own progress first
         return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
+    if cfg.get("selection") is not None and cfg.selection.get("mc_passes", 0) > 0:
+        log.info("selection.mc_passes > 0: loop 0 is not reused (its dropout passes are not cached)")
+        return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
     key = phase_key(cfg, "loop0")
     with contextlib.ExitStack() as held:
         held.enter_context(cache.lock("loop0", key))

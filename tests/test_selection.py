@@ -65,3 +65,44 @@ def test_unknown_strategy_is_one_clear_error(tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", n=60)
     with pytest.raises(ConfigError, match="selection.strategy='best' must be one of status, pairwise"):
         run(compose(tiny_overrides(data, "loop.max_loops=1", "selection.strategy=best"), output_dir=tmp_path / "run"))
+
+
+def test_mc_dropout_agreement_by_hand():
+    from ser.selection import mc_agreement
+
+    passes = [(np.array([4.0, 0.0, 0.8]), np.array([0.0, 4.0, 0.9])),  # pair 2 flips in this pass
+              (np.array([3.0, 1.0, 1.2]), np.array([0.5, 3.0, 0.9]))]
+    agree = mc_agreement(S1, S2, passes)
+    assert agree.tolist() == [1.0, 1.0, 0.5]
+    sel = select("pairwise", S1, S2, VAL_C, VAL_R, confidence=0.5, mc_agreement=agree, mc_min_agreement=1.0)
+    assert sel.index.tolist() == [0, 1]  # pair 2 passes the confidence cut but not the dropout agreement
+    assert select("pairwise", S1, S2, VAL_C, VAL_R, confidence=0.5).index.tolist() == [0, 1, 2]
+
+
+def test_mc_dropout_passes_end_to_end(tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=200)
+    res = run(compose(tiny_overrides(data, "loop.max_loops=1", "loop.epochs_per_loop=1", "optim.lr=2e-3",
+                                     "selection=pairwise", "selection.confidence=0.55", "selection.mc_passes=2",
+                                     "data.val_fraction=0.2"), output_dir=tmp_path / "run"))
+    first = res["phases"]["ser"]["loops"][0]
+    assert first["mc_s"] > 0  # the passes' cost, logged every loop
+    with pytest.raises(Exception, match="mc_passes works with the confidence strategies"):
+        run(compose(tiny_overrides(data, "loop.max_loops=1", "selection.mc_passes=2"), output_dir=tmp_path / "bad"))
+
+
+def test_scoring_with_dropout_differs_and_restores_the_mode():
+    from omegaconf import OmegaConf
+
+    from ser.data import Formatter
+    from ser.model import build_hf_model, load_tokenizer, score_sequences
+    from tests.conftest import CONF
+
+    cfg = OmegaConf.load(CONF / "model" / "tiny.yaml")
+    tok = load_tokenizer(cfg)
+    net = build_hf_model(cfg, tok).eval()
+    fmt = Formatter(tok, max_length=32)
+    seqs = [fmt.encode([{"role": "user", "content": f"q{i}"}], f"answer {i} " * (i + 1))[0] for i in range(8)]
+    plain = score_sequences(net, seqs, tok.pad_token_id)
+    assert np.array_equal(plain, score_sequences(net, seqs, tok.pad_token_id))  # deterministic without dropout
+    assert not np.allclose(plain, score_sequences(net, seqs, tok.pad_token_id, dropout=True))
+    assert not net.training  # the mode it came in
