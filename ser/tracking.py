@@ -16,6 +16,7 @@ phases in one run, SER's gain over its own seed and full baseline sits in one ro
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -64,7 +65,10 @@ def job_logger(cfg: DictConfig, out_dir: Path):
     from hydra.utils import instantiate
 
     group = cfg.logger.get("group") if cfg.logger.get("group") not in (None, cfg.task_name) else sweep_group(cfg)
-    lg = instantiate(cfg.logger, save_dir=str(out_dir), name=out_dir.name, group=group, job_type="ser.train")
+    # the run's id comes from its folder: a resumed job continues the same wandb run
+    run_id = hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:16]
+    lg = instantiate(cfg.logger, save_dir=str(out_dir), name=out_dir.name, group=group, job_type="ser.train",
+                     id=run_id, resume="allow")
     if rank_zero_only.rank == 0:
         lg.experiment.config.update(flatten(OmegaConf.to_container(cfg, resolve=True)), allow_val_change=True)
     return lg
