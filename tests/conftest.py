@@ -1,7 +1,9 @@
 """Shared test set-up: offline hub, the real data folder, and composed configs."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +17,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # phase reuse never reaches work cached outside this test session (tests/test_reuse.py tests it)
 os.environ["SER_REUSE_DIR"] = tempfile.mkdtemp(prefix="ser-test-reuse-")
+atexit.register(shutil.rmtree, os.environ["SER_REUSE_DIR"], True)
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path | None = None):
