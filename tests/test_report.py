@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ser import cli
@@ -334,3 +335,18 @@ def test_reliability_diagram_from_logged_bins(tmp_path):
     assert (tmp_path / "rel.png").read_bytes()[:8] == PNG_MAGIC
     plain = summary_rows(load_runs(write_run(tmp_path / "old", ["seed=1"], 1, [0.5, 0.6], ["EASY"])))
     assert "no run logged reliability bins" in plot_reliability(plain, aggregate(plain), tmp_path / "x.png")
+
+
+def test_a_ser_run_stopped_at_loop0_counts_as_no_gain(tmp_path):
+    from ser.report.paired import group_statistics, run_outcomes
+
+    s = tmp_path / "sweep"
+    d0 = write_run(s / "0", ["seed=0"], 0, [0.50, 0.60], ["EASY"], full=0.70)
+    for loop, right in ((0, 50), (1, 60)):
+        _save_outcomes(d0, "ser", loop, right)
+    d1 = write_run(s / "1", ["seed=1"], 1, [0.50], [], full=0.70, stop="stop_status")  # stopped at loop 0
+    _save_outcomes(d1, "ser", 0, 50)
+    outs = [run_outcomes(d, json.loads((d / "results.json").read_text())) for d in (d0, d1)]
+    assert "ser" in outs[1]["test"] and np.array_equal(outs[1]["test"]["ser"], outs[1]["test"]["seed"])
+    g = group_statistics(outs, n_boot=500)["test"]
+    assert g["runs"] == 2 and g["ser"]["gain"]["estimate"] == pytest.approx(0.05)  # (+10 + 0) / 2

@@ -58,7 +58,7 @@ def run_outcomes(run_dir, results: dict) -> dict[str, dict[str, np.ndarray]]:
     name, phase = main
     loops = phase["loops"]
     picks = {"seed": (name, loops[0]["loop"])}
-    if name == "ser" and len(loops) > 1:
+    if name == "ser":  # a SER run that stopped at loop 0 ends with the seed RM: a gain of 0, which counts
         picks["ser"] = (name, phase.get("selected_loop", loops[-1]["loop"]))
         bv = best_val_loop(loops)
         if bv is not None:
