@@ -5,6 +5,8 @@
     ser ppo [HYDRA OVERRIDES...]              same as ``python -m ser.ppo OVERRIDES...``
     ser evaluate-policy --run PPO_DIR --judge RM   win rate of a PPO policy against its start
     ser best-of-n --policy P --reward-model RM --judge RM   best-of-N sampling, judged the same way
+    ser evaluate-rm --model RM (--data FILE | --data-config NAME)   accuracy (CI), subsets, best-of-N,
+                                              length bias and calibration of any reward model
 
 Subcommands live in ``COMMANDS`` (name -> ``Command``); add new ones there.
 """
@@ -99,6 +101,19 @@ def _best_of_n(args: argparse.Namespace) -> int:
     return cli_best_of_n(args)
 
 
+# -- evaluate-rm -------------------------------------------------------------------------------
+def _evaluate_rm_args(p: argparse.ArgumentParser) -> None:
+    from ser.rm_eval import add_args
+
+    add_args(p)
+
+
+def _evaluate_rm(args: argparse.Namespace) -> int:
+    from ser.rm_eval import cli_evaluate_rm
+
+    return cli_evaluate_rm(args)
+
+
 # -- the subcommands ---------------------------------------------------------------------------
 COMMANDS: dict[str, Command] = {
     "report": Command(
@@ -122,6 +137,15 @@ COMMANDS: dict[str, Command] = {
     "best-of-n": Command(
         help="best-of-N sampling with a reward model, judged against a single sample",
         configure=_best_of_n_args, run=_best_of_n),
+    "evaluate-rm": Command(
+        help="accuracy of any reward model on a preference file, with its CI, subsets, best-of-N, length bias, ECE",
+        description="Score a Hugging Face sequence-classification reward model (an export of ser reads its "
+                    "formatting from ser_reward.json) on any preference file ser reads or a conf/data option; print "
+                    "and save (rm_eval.json, rm_eval.md) the pairwise accuracy with a bootstrap CI, per-subset "
+                    "accuracy and RewardBench's section scores when the file has a subset column, best-of-N "
+                    "accuracy for rows with several rejected answers (RewardBench 2), accuracy split by whether the "
+                    "chosen answer is the longer one, and the calibration error of sigmoid(r_chosen - r_rejected).",
+        configure=_evaluate_rm_args, run=_evaluate_rm),
 }
 
 
@@ -135,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ser.errors import ModelNotFound
     from ser.report import ReportError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -152,11 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ModelNotFound as e:
+        if args.command == "evaluate-rm":
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # ConfigError, DataError, bad arguments: one line, no traceback
-        if args.command in ("evaluate-policy", "best-of-n"):
+        if args.command in ("evaluate-policy", "best-of-n", "evaluate-rm"):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise

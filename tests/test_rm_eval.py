@@ -1,14 +1,25 @@
 """`ser evaluate-rm`: the figures by hand (bootstrap CI, best-of-N, RewardBench sections, length bias,
-ECE)."""
+ECE), the readers of each layout, then the command end to end with the tiny exported reward model on
+small files (plain pairs, RewardBench's subset column, RewardBench 2 rows), its one-line errors, and
+once on the real data."""
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ser.cli import main as cli_main
+from ser.errors import ConfigError, DataError, ModelNotFound
 from ser.rm_metrics import (PRIOR, REWARDBENCH_COUNTS, REWARDBENCH_SECTIONS, best_of_n_correct, bootstrap_accuracy,
                             length_bias, pair_calibration, rewardbench_sections, subset_accuracy, summarize)
+from tests.conftest import CONF, ROOT
 
 # --------------------------------------------------------------------------------------------
 # The figures, by hand
@@ -120,3 +131,323 @@ def test_summarize_pairs_and_best_of_n_rows_by_hand():
     plain = summarize([1.0, 0.0], [[0.0], [0.0]], ["a", "b"], [["b"], ["a"]], [None, None], n_boot=100)
     assert plain["subsets"] is None and plain["best_of_n"] is None and plain["ties"] == 1
     assert plain["accuracy"]["resampled"] == "pairs" and plain["accuracy"]["estimate"] == 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Small files in each layout
+# --------------------------------------------------------------------------------------------
+
+TOPICS = ["cats", "rivers", "taxes", "bread", "chess", "rain", "music", "trains"]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def plain_rows(n: int = 24, swap: bool = False) -> list[dict]:
+    rows = []
+    for i in range(n):
+        a, b = f"yes, gladly: a helpful answer about {TOPICS[i % 8]} number {i}", f"no {i}"
+        rows.append({"prompt": f"question {i} about {TOPICS[i % 8]}", "chosen": b if swap else a,
+                     "rejected": a if swap else b})
+    return rows
+
+
+RB_SUBSETS = ["alpacaeval-easy", "mt-bench-easy", "hep-python", "math-prm", "shp"]
+
+
+RB_SWAPPED = {"alpacaeval-easy": 0, "mt-bench-easy": 3, "hep-python": 1, "math-prm": 2, "shp": 1}
+
+
+def rewardbench_rows() -> list[dict]:
+    """RewardBench's layout: prompt/chosen/rejected strings, a subset column, models and an id; in
+    each subset, some rows have the short answer chosen (so that subsets differ in accuracy)."""
+    rows = []
+    for i, (r, w) in enumerate(zip(plain_rows(20), plain_rows(20, swap=True))):
+        subset = RB_SUBSETS[i % 5]
+        rows.append({**(w if i // 5 < RB_SWAPPED[subset] else r), "chosen_model": "m1", "rejected_model": "m2",
+                     "subset": subset, "id": i})
+    return rows
+
+
+def rewardbench2_rows(n: int = 9) -> list[dict]:
+    """RewardBench 2's layout: one chosen and three rejected answers, a subset column."""
+    subsets = ["Factuality", "Math", "Focus"]
+    return [{"id": str(i), "prompt": f"tell me about {TOPICS[i % 8]} ({i})",
+             "chosen": [f"a careful, correct answer about {TOPICS[i % 8]} {i}"],
+             "rejected": [f"wrong {i}", f"a different wrong answer {i} on {TOPICS[(i + 1) % 8]}", f"no {i}"],
+             "num_correct": 1, "num_rejected": 3, "total_completions": 4, "models": ["a", "b", "c", "d"],
+             "subset": subsets[i % 3]} for i in range(n)]
+
+
+def test_load_items_reads_every_layout_and_counts_what_it_drops(tmp_path):
+    from ser.rm_eval import load_items
+
+    rows = rewardbench_rows()[:3] + rewardbench2_rows(2) + [
+        {"prompt": "q", "chosen": ["right", "also right"], "rejected": ["wrong"], "subset": "Ties"},  # Ties: 2 chosen
+        {"prompt": "q", "chosen": ["same"], "rejected": ["other", "same"]},  # chosen among the rejected
+        {"prompt": "q", "chosen": "x", "rejected": "x"},
+    ]
+    f = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    f.write_text(f.read_text() + "{not json\n")
+    items, rep = load_items([str(f)])
+    assert [len(it["rejected"]) for it in items] == [1, 1, 1, 3, 3]
+    assert [it["subset"] for it in items] == RB_SUBSETS[:3] + ["Factuality", "Math"]
+    assert items[3]["prompt"] == [{"role": "user", "content": "tell me about cats (0)"}]
+    assert items[3]["rejected"][2] == "no 0" and items[0]["source"] == "mixed.jsonl:1"
+    assert (rep.rows, rep.kept) == (9, 5)
+    assert dict(rep.dropped) == {"several_chosen": 1, "identical": 2, "unparsable": 1}
+    assert len(load_items([str(f)], limit=4)[0]) == 4
+    hh = write_jsonl(tmp_path / "hh.jsonl", [{"chosen": "\n\nHuman: hi\n\nAssistant: hello there",
+                                             "rejected": "\n\nHuman: hi\n\nAssistant: go away"}])
+    items, _ = load_items([str(hh)])
+    assert items == [{"prompt": [{"role": "user", "content": "hi"}], "chosen": "hello there",
+                      "rejected": ["go away"], "subset": None, "source": "hh.jsonl:1"}]
+
+
+def test_load_items_errors_name_the_file(tmp_path):
+    from ser.rm_eval import data_config, load_items
+
+    with pytest.raises(DataError, match=r"data file not found: .*nothing.jsonl \(check the path or"):
+        load_items([str(tmp_path / "nothing.jsonl")])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "", "rejected": "x"}])
+    with pytest.raises(DataError, match=r"no usable pairs in .*bad.jsonl \(read 1 rows, kept 0 pairs, dropped: "
+                                        r"empty_answer=1\)"):
+        load_items([str(bad)])
+    odd = write_jsonl(tmp_path / "odd.jsonl", [{"question": "q", "good": "a", "bad": "b"}])
+    with pytest.raises(DataError, match=r"odd.jsonl:1: cannot detect the data format .*pass --format"):
+        load_items([str(odd)])
+    assert data_config("ultrafeedback")["files"] == ["ultrafeedback-binarized/test.jsonl"]  # test_files first
+    assert data_config("hh_rlhf") == {"files": ["hh-rlhf/harmless-base/test.jsonl.gz"], "format": "hh",
+                                      "columns": None}
+    with pytest.raises(ConfigError, match="choose one of alpaca_eval, hh_rlhf"):
+        data_config("nope")
+    with pytest.raises(ConfigError, match="no local files"):
+        data_config("stack_exchange")
+
+
+# --------------------------------------------------------------------------------------------
+# The command end to end, with the tiny exported reward model
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_rm(tmp_path_factory) -> Path:
+    """conf/model/tiny.yaml (random 2-layer BERT, MiniLM's tokenizer) exported as ser exports a reward model."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from ser.model import build_hf_model, export_reward_model, load_tokenizer
+
+    mcfg = OmegaConf.load(CONF / "model" / "tiny.yaml")
+    tok = load_tokenizer(mcfg)
+    net = build_hf_model(mcfg, tok)
+    with torch.no_grad():  # spread the random rewards (else within ~1e-3 of each other)
+        net.classifier.weight.mul_(1000.0)
+    return export_reward_model(net, tok, tmp_path_factory.mktemp("rm") / "reward_model",
+                               {"template": "Q: {q}\n\nA: {a}", "use_chat_template": True, "max_length": 48,
+                                "model": "tiny", "data": "test"})
+
+
+def reference_scores(rm: Path, items: list[dict]) -> tuple[list[float], list[list[float]]]:
+    """Every answer scored alone (no batch, no padding), formatted by hand as ser_reward.json says."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(rm)
+    model = AutoModelForSequenceClassification.from_pretrained(rm).eval()
+
+    def score(prompt: str, answer: str) -> float:
+        enc = tok(f"Q: {prompt}\n\nA: {answer}", return_tensors="pt")
+        assert enc["input_ids"].shape[1] <= 48  # short enough that nothing is cut
+        with torch.no_grad():
+            return float(model(**enc).logits[0, 0])
+
+    as_list = lambda x: x if isinstance(x, list) else [x]  # noqa: E731
+    return ([score(it["prompt"], as_list(it["chosen"])[0]) for it in items],
+            [[score(it["prompt"], r) for r in as_list(it["rejected"])] for it in items])
+
+
+def run_cli(*args: str) -> int:
+    return cli_main(["evaluate-rm", *args])
+
+
+def read_out(out: Path) -> tuple[dict, list[dict], str]:
+    return (json.loads((out / "rm_eval.json").read_text()),
+            [json.loads(x) for x in (out / "rm_eval_scores.jsonl").read_text().splitlines()],
+            (out / "rm_eval.md").read_text())
+
+
+def test_plain_pairs_end_to_end(tiny_rm, tmp_path, capsys):
+    rows = plain_rows(24)
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert run_cli("--model", str(tiny_rm), "--data", str(data), "--out", str(tmp_path / "o"), "--batch-size", "5",
+                   "--n-boot", "1000") == 0
+    res, scores, md = read_out(tmp_path / "o")
+    # the length-sorted, padded batches give each answer the reward it has alone
+    ref_c, ref_r = reference_scores(tiny_rm, rows)
+    assert [s["chosen"] for s in scores] == pytest.approx(ref_c, abs=1e-4)
+    assert [x for s in scores for x in s["rejected"]] == pytest.approx([x for r in ref_r for x in r], abs=1e-4)
+    right = np.array(ref_c) > np.array(ref_r)[:, 0]
+    assert res["rows"] == res["pairs"] == res["accuracy"]["n"] == 24
+    assert res["accuracy"]["estimate"] == pytest.approx(right.mean())
+    assert res["accuracy"]["low"] <= res["accuracy"]["estimate"] <= res["accuracy"]["high"]
+    assert res["formatting"] == {"chat_template": False, "template": "Q: {q}\n\nA: {a}", "max_length": 48,
+                                 "source": "ser_reward.json", "cut": {}}
+    assert res["best_of_n"] is None and res["subsets"] is None and res["rewardbench"] is None
+    lb = res["length_bias"]  # every chosen answer is the longer one here
+    assert lb["chosen_longer"]["n"] == 24 and lb["prefers_longer"] == pytest.approx(right.mean())
+    assert res["data"]["kept"] == 24 and res["ser_reward"]["model"] == "tiny"
+    printed = capsys.readouterr().out
+    assert f"pairwise accuracy: {100 * right.mean():.1f}% [" in printed and "(95% bootstrap CI, 24 pairs" in printed
+    assert "from ser_reward.json, max length 48" in printed and "ECE" in printed and "written:" in printed
+    assert "pairwise accuracy" in md
+    # the same pairs with chosen and rejected swapped: every pair flips (no ties), accuracy 1 - a
+    swapped = write_jsonl(tmp_path / "swapped.jsonl", plain_rows(24, swap=True))
+    assert run_cli("--model", str(tiny_rm), "--data", str(swapped), "--out", str(tmp_path / "s"),
+                   "--n-boot", "200") == 0
+    assert read_out(tmp_path / "s")[0]["accuracy"]["estimate"] == pytest.approx(1 - right.mean())
+
+
+def test_rewardbench_layout_gives_subsets_and_sections(tiny_rm, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "rb.jsonl", rewardbench_rows())
+    assert run_cli("--model", str(tiny_rm), "--data", str(data), "--out", str(tmp_path / "o"), "--n-boot", "200") == 0
+    res, scores, md = read_out(tmp_path / "o")
+    right = {s: [] for s in RB_SUBSETS}
+    for row in scores:
+        right[row["subset"]].append(row["chosen"] > row["rejected"][0])
+    assert res["subsets"] == {s: {"n": 4, "accuracy": pytest.approx(np.mean(right[s])), "kind": "pairs"}
+                              for s in sorted(RB_SUBSETS)}
+    acc = {s: float(np.mean(v)) for s, v in right.items()}
+    assert len(set(acc.values())) > 2  # the weighting shows
+    want = rewardbench_sections(acc)
+    assert res["rewardbench"]["sections"] == pytest.approx(want["sections"])
+    assert set(want["sections"]) == {"Chat", "Reasoning", PRIOR}
+    assert res["rewardbench"]["score"] == pytest.approx(want["score"])
+    assert res["rewardbench"]["sections"]["Chat"] == pytest.approx((100 * acc["alpacaeval-easy"]
+                                                                    + 28 * acc["mt-bench-easy"]) / 128)
+    printed = capsys.readouterr().out
+    assert "RewardBench sections: Chat" in printed and "mt-bench-easy" in printed and "RewardBench sections" in md
+
+
+def test_rewardbench2_rows_give_best_of_n(tiny_rm, tmp_path, capsys):
+    rows = rewardbench2_rows(9)
+    data = write_jsonl(tmp_path / "rb2.jsonl", rows)
+    assert run_cli("--model", str(tiny_rm), "--data", str(data), "--out", str(tmp_path / "o"), "--n-boot", "200") == 0
+    res, scores, _ = read_out(tmp_path / "o")
+    ref_c, ref_r = reference_scores(tiny_rm, rows)
+    assert [s["chosen"] for s in scores] == pytest.approx(ref_c, abs=1e-4)
+    assert [x for s in scores for x in s["rejected"]] == pytest.approx([x for r in ref_r for x in r], abs=1e-4)
+    wins = [c > max(r) for c, r in zip(ref_c, ref_r)]
+    b = res["best_of_n"]
+    assert (b["n"], b["answers_per_row"], b["chance"]) == (9, [4], 0.25)
+    assert b["estimate"] == pytest.approx(np.mean(wins))
+    assert res["rows"] == 9 and res["pairs"] == 27 and res["accuracy"]["resampled"] == "rows"
+    assert res["accuracy"]["estimate"] == pytest.approx(np.mean([c > x for c, r in zip(ref_c, ref_r) for x in r]))
+    assert {s: v["kind"] for s, v in res["subsets"].items()} == {"Factuality": "best-of-N", "Focus": "best-of-N",
+                                                                  "Math": "best-of-N"}
+    assert res["subsets"]["Math"]["accuracy"] == pytest.approx(np.mean(wins[1::3]))
+    assert res["subset_mean"] == pytest.approx(np.mean([np.mean(wins[k::3]) for k in range(3)]))
+    assert res["rewardbench"] is None
+    assert "best-of-N accuracy (chosen above all 3 rejected)" in capsys.readouterr().out
+
+
+def test_formatting_flags_and_defaults(tiny_rm):
+    from ser.rm_eval import formatting, load_reward_model
+
+    model, tok, meta, path = load_reward_model(str(tiny_rm))
+    assert path == str(tiny_rm) and meta["max_length"] == 48
+    assert formatting(tok, model, meta)["source"] == "ser_reward.json"
+    f = formatting(tok, model, meta, template="Prompt: {q} Reply: {a}", max_length=32)
+    assert f == {"chat_template": False, "template": "Prompt: {q} Reply: {a}", "max_length": 32, "source": "--template"}
+    plain = formatting(tok, model, None)  # not a ser export, no chat template: the plain template, the model's limit
+    assert plain["template"] == "Question: {q}\n\nAnswer: {a}" and plain["source"] == "the default"
+    assert plain["max_length"] == min(tok.model_max_length, 512)
+    with pytest.raises(ConfigError, match="no chat template"):
+        formatting(tok, model, meta, chat=True)
+
+
+def test_sample_is_seeded_and_progress_lines_reach_a_log(tiny_rm, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "pairs.jsonl", plain_rows(40))
+    outs = []
+    for k, seed in enumerate((1, 1, 2)):
+        out = tmp_path / f"o{k}"
+        assert run_cli("--model", str(tiny_rm), "--data", str(data), "--sample", "10", "--seed", str(seed),
+                       "--out", str(out), "--n-boot", "100", "--batch-size", "2", "--progress-every", "0.01") == 0
+        outs.append([s["source"] for s in read_out(out)[1]])
+    assert len(outs[0]) == 10 and outs[0] == outs[1] != outs[2]
+    err = capsys.readouterr().err  # pytest's stdout is not a terminal: plain progress lines
+    assert "[evaluate-rm] scoring answers:" in err and "sequences" in err
+
+
+def test_unreadable_models_end_in_one_line(tiny_rm, tmp_path, capsys):
+    from transformers import AutoConfig, AutoModel
+
+    from ser.rm_eval import load_reward_model
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", plain_rows(4))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    backbone = tmp_path / "backbone"  # a BERT without a score head: its rewards would be random
+    cfg = AutoConfig.from_pretrained(tiny_rm)
+    cfg.architectures = ["BertModel"]
+    AutoModel.from_config(cfg).save_pretrained(backbone)
+    cases = {str(tmp_path / "missing"): "no such folder", str(empty): "no config.json there",
+             str(broken): "could not be loaded", str(backbone): "is a BertModel, not a sequence-classification",
+             "nobody/no-such-model": "could not be loaded"}
+    for model, what in cases.items():
+        capsys.readouterr()
+        assert run_cli("--model", model, "--data", str(data), "--out", str(tmp_path / "o")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: model '{model}'") and what in err[0], err
+    # a backbone checkpoint whose config claims a classifier: the head would be initialised at random
+    nohead = tmp_path / "nohead"
+    AutoModel.from_config(cfg).save_pretrained(nohead)
+    (nohead / "config.json").write_text(json.dumps({**json.loads((nohead / "config.json").read_text()),
+                                                    "architectures": ["BertForSequenceClassification"]}))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tiny_rm) / f, nohead / f)
+    with pytest.raises(ModelNotFound, match=r"has no trained score head \(classifier.bias, classifier.weight"):
+        load_reward_model(str(nohead))
+
+
+def test_missing_file_is_one_line_and_exit_2_in_a_fresh_process(tiny_rm, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for args, what in ((["--data", str(tmp_path / "none.jsonl")], "error: data file not found: "),
+                       (["--data-config", "nope"], "error: --data-config nope: no conf/data/nope.yaml")):
+        p = subprocess.run([sys.executable, "-m", "ser.cli", "evaluate-rm", "--model", str(tiny_rm), *args],
+                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        err = p.stderr.strip()
+        assert p.returncode == 2 and err.startswith(what) and len(err.splitlines()) == 1, p.stderr
+        assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+@pytest.mark.integration
+def test_real_hh_data_with_the_tiny_model(tiny_rm, data_dir, tmp_path, capsys):
+    assert run_cli("--model", str(tiny_rm), "--data-config", "hh_rlhf", "--limit", "50", "--out", str(tmp_path / "o"),
+                   "--n-boot", "500") == 0
+    res, scores, _ = read_out(tmp_path / "o")
+    assert res["data"]["files"] == ["hh-rlhf/harmless-base/test.jsonl.gz"] and res["data"]["format"] == "hh"
+    assert res["rows"] == res["pairs"] == len(scores) == 50 and res["data"]["rows_read"] >= 50
+    assert scores[0]["source"] == "test.jsonl.gz:1"
+    # HH prompts are long: at 48 tokens most answers are cut (prompt from the left, answer kept)
+    assert sum(res["formatting"]["cut"].values()) > 50
+    right = np.mean([s["chosen"] > s["rejected"][0] for s in scores])
+    assert res["accuracy"]["estimate"] == pytest.approx(right) and 0 < res["accuracy"]["low"] < right
+    assert "data: hh_rlhf (read 50 rows, kept 50 pairs, dropped: none; limit 50)" in capsys.readouterr().out
+
+
+def test_only_the_cli_imports_the_evaluator():
+    from ser import cli
+    from tests.test_imports import import_graph
+
+    assert "evaluate-rm" in cli.COMMANDS and "ser evaluate-rm --model RM" in cli.__doc__
+
+    graph = import_graph()
+    users = {m for m, deps in graph.items() if "ser.rm_eval" in deps}
+    assert users == {"ser.cli"}
+    assert {m for m, deps in graph.items() if "ser.rm_metrics" in deps} == {"ser.rm_eval"}
+    assert graph["ser.rm_metrics"] == {"ser.calibration", "ser.significance"}
