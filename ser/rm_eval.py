@@ -333,7 +333,8 @@ def cli_evaluate_rm(args) -> int:
         idx = sorted(np.random.default_rng(args.seed).choice(len(items), size=args.sample, replace=False))
         items = [items[i] for i in idx]
     t_load = time.perf_counter() - t0
-    fmt = formatting(tok, model, meta, args.template, args.chat_template, args.max_length)
+    template = args.template.replace("\\n", "\n") if args.template else None  # as typed in a shell: \n
+    fmt = formatting(tok, model, meta, template, args.chat_template, args.max_length)
     emit = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     with Progress(every_s=args.progress_every, emit=emit) as progress:
         res = evaluate(model, tok, fmt, items, args.batch_size, args.n_boot, args.seed, progress)
@@ -376,7 +377,7 @@ def add_args(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --sample and of the bootstrap (default 0)")
     tpl = p.add_mutually_exclusive_group()
     tpl.add_argument("--template", default=None,
-                     help=f"plain template with {{q}} and {{a}}, e.g. {json.dumps(DEFAULT_TEMPLATE)}")
+                     help=f"plain template with {{q}} and {{a}} (\\n: a newline), e.g. {json.dumps(DEFAULT_TEMPLATE)}")
     tpl.add_argument("--chat-template", action="store_true", help="format with the tokenizer's chat template")
     p.add_argument("--max-length", type=int, default=None, help="tokens per answer with its prompt (prompt cut from "
                    "the left); default: the export's, else the model's limit")

@@ -307,6 +307,12 @@ def test_plain_pairs_end_to_end(tiny_rm, tmp_path, capsys):
     assert run_cli("--model", str(tiny_rm), "--data", str(swapped), "--out", str(tmp_path / "s"),
                    "--n-boot", "200") == 0
     assert read_out(tmp_path / "s")[0]["accuracy"]["estimate"] == pytest.approx(1 - right.mean())
+    # the export's template given as a flag, typed as in a shell (backslash-n): the same rewards
+    assert run_cli("--model", str(tiny_rm), "--data", str(data), "--out", str(tmp_path / "t"), "--n-boot", "100",
+                   "--template", r"Q: {q}\n\nA: {a}") == 0
+    res_t, scores_t, _ = read_out(tmp_path / "t")
+    assert res_t["formatting"]["source"] == "--template" and res_t["formatting"]["template"] == "Q: {q}\n\nA: {a}"
+    assert [s["chosen"] for s in scores_t] == pytest.approx(ref_c, abs=1e-4)
 
 
 def test_rewardbench_layout_gives_subsets_and_sections(tiny_rm, tmp_path, capsys):
@@ -350,6 +356,18 @@ def test_rewardbench2_rows_give_best_of_n(tiny_rm, tmp_path, capsys):
     assert res["subset_mean"] == pytest.approx(np.mean([np.mean(wins[k::3]) for k in range(3)]))
     assert res["rewardbench"] is None
     assert "best-of-N accuracy (chosen above all 3 rejected)" in capsys.readouterr().out
+
+
+def test_a_run_folder_resolves_to_its_ser_reward_model(tiny_rm, tmp_path):
+    from ser.rm_eval import resolve_model
+
+    run = tmp_path / "outputs" / "ser_hh_minilm" / "experiment=ser_hh_minilm"
+    shutil.copytree(tiny_rm, run / "ser" / "reward_model")
+    assert resolve_model(str(run)) == str(run / "ser" / "reward_model")
+    assert resolve_model(str(run / "ser")) == str(run / "ser" / "reward_model")
+    assert resolve_model("OpenAssistant/reward-model-deberta-v3-large-v2").startswith("OpenAssistant/")  # a hub id
+    with pytest.raises(ModelNotFound, match="no such folder"):
+        resolve_model("outputs/none/ser/reward_model")
 
 
 def test_formatting_flags_and_defaults(tiny_rm):
