@@ -370,6 +370,41 @@ def test_a_run_folder_resolves_to_its_ser_reward_model(tiny_rm, tmp_path):
         resolve_model("outputs/none/ser/reward_model")
 
 
+def test_a_decoder_without_ser_reward_json_uses_its_chat_template(tmp_path, capsys):
+    """A plain Hugging Face folder (no ser_reward.json): a 2-layer Llama with SmolLM2's tokenizer."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from ser.model import build_hf_model, load_tokenizer, sequence_rewards
+
+    mcfg = OmegaConf.load(CONF / "model" / "tiny_decoder.yaml")
+    tok = load_tokenizer(mcfg)
+    net = build_hf_model(mcfg, tok)
+    with torch.no_grad():
+        net.score.weight.mul_(100.0)
+    net.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    rows = plain_rows(10)
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert run_cli("--model", str(tmp_path / "rm"), "--data", str(data), "--out", str(tmp_path / "o"),
+                   "--batch-size", "3", "--n-boot", "100") == 0
+    res, scores, _ = read_out(tmp_path / "o")
+    assert res["formatting"] == {"chat_template": True, "template": None, "max_length": 1024, "source": "the tokenizer",
+                                 "cut": {}}
+    assert res["ser_reward"] is None and "(chat template, from the tokenizer" in capsys.readouterr().out
+
+    def alone(prompt: str, answer: str) -> float:  # the whole conversation in the chat template, unpadded
+        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        ids = tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            return float(sequence_rewards(net.eval(), torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)))
+
+    assert np.ptp([s["chosen"] for s in scores]) > 1e-2  # rewards far apart compared with the tolerance
+    assert [s["chosen"] for s in scores] == pytest.approx([alone(r["prompt"], r["chosen"]) for r in rows], abs=1e-4)
+    assert [s["rejected"][0] for s in scores] == pytest.approx([alone(r["prompt"], r["rejected"]) for r in rows],
+                                                               abs=1e-4)
+
+
 def test_formatting_flags_and_defaults(tiny_rm):
     from ser.rm_eval import formatting, load_reward_model
 
