@@ -103,6 +103,11 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
     return Labeling(fields, pool_index, first, stop, arrays)
 
 
+def _is_fsdp(trainer) -> bool:
+    """Sharded weights: scoring and weight IO must go through the strategy's wrapped module."""
+    return type(trainer.strategy).__name__ == "FSDPStrategy"
+
+
 def chosen_wins(scores: np.ndarray) -> float:
     """Pairwise accuracy of ``[chosen..., rejected...]`` scores: the share where chosen is higher."""
     n = len(scores) // 2
@@ -136,6 +141,7 @@ class SERLoop(Callback):
         self.on_loop0_scored: Callable[[pl.Trainer, dict, dict], None] | None = None
         self.finished = False
         self._t0 = None
+        self._val: dict | None = None  # this loop's validation scores (confidence strategies fit T on them)
 
     # -- checkpointed state ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -155,7 +161,7 @@ class SERLoop(Callback):
         """Score named groups of sequences in one length-sorted pass; the scores of each group."""
         seqs = [s for g in groups.values() for s in g]
         forward = None
-        if type(trainer.strategy).__name__ == "FSDPStrategy":  # sharded weights: through the wrapped root module
+        if _is_fsdp(trainer):  # sharded weights: through the wrapped root module
             root = trainer.strategy.model
             forward = lambda ids, mask: root(ids, mask)  # noqa: E731  (RewardModel.forward)
         with trainer.precision_plugin.forward_context():  # bf16-mixed scores under autocast, as it trains
@@ -214,7 +220,7 @@ class SERLoop(Callback):
     def _load_weights(trainer, module, path: Path) -> None:
         state = torch.load(path, map_location="cpu")
         strategy = trainer.strategy
-        if type(strategy).__name__ == "FSDPStrategy":  # load the full state dict into the sharded model
+        if _is_fsdp(trainer):  # load the full state dict into the sharded model
             from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel as FSDP, StateDictType
 
             with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT,
@@ -310,8 +316,10 @@ class SERLoop(Callback):
         if self.loop == 0 and self.on_loop0_scored is not None:  # phase reuse: loop 0 before any threshold acts
             self.on_loop0_scored(trainer, dict(diag, label_s=round(time.perf_counter() - t0, 2)),
                                  {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden})
+        previous = None  # only `consistent` reads the previous loop's pool scores
         prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
-        previous = dict(np.load(prev_file)) if self.loop > 0 and prev_file.exists() else None
+        if self.selection is not None and self.selection.strategy == "consistent" and self.loop > 0 and prev_file.exists():
+            previous = dict(np.load(prev_file))
         mc = None
         passes = int(self.selection.get("mc_passes", 0)) if self.selection is not None else 0
         if passes > 0 and self.selection.strategy != "status":  # MC dropout: the pool again, dropout on
@@ -322,7 +330,7 @@ class SERLoop(Callback):
             mc = mc_agreement(scores[:n], scores[n:], [(r[:n], r[n:]) for r in runs])
             diag["mc_s"] = round(time.perf_counter() - t_mc, 2)
         lab = label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring, self.scaling,
-                         self.selection, getattr(self, "_val", None), previous, mc)
+                         self.selection, self._val, previous, mc)
         diag.update(lab.fields, label_s=round(time.perf_counter() - t0, 2))
         if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
             np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays)
