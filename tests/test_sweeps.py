@@ -11,7 +11,7 @@ import pytest
 from ser.train import run
 from tests.conftest import ROOT, compose
 from tests.synthetic import tiny_overrides, write_pairs
-from tests.wandb_records import read_run
+from tests.wandb_records import read_finished_run
 
 
 @pytest.mark.slow
@@ -44,7 +44,10 @@ def test_wandb_offline_run_is_one_run_per_job_with_summary_and_flat_config(tmp_p
                       output_dir=tmp_path / "run"))
     runs = list((tmp_path / "run").rglob("offline-run-*"))
     assert len(runs) == 1, f"one wandb run per job, found {runs}"
-    logged = read_run(next(runs[0].glob("run-*.wandb")))
+    import wandb
+
+    wandb.teardown()  # stop this process's wandb-core, which flushes and closes the run's log
+    logged = read_finished_run(next(runs[0].glob("run-*.wandb")))
     summary, config = logged["summary"], logged["config"]
     ser = res["phases"]["ser"]
     assert summary["seed_acc"] == pytest.approx(100 * ser["loops"][0]["test_acc"])

@@ -28,15 +28,17 @@ def _chunks(raw: bytes, header: int = 7, block: int = 32768):
 
 
 def read_run(path: Path) -> dict:
-    """``{"summary": {key: value}, "config": {key: value}, "history_keys": set}`` of a ``.wandb`` file
-    (nested summary keys joined with "/")."""
+    """``{"summary": {key: value}, "config": {key: value}, "history_keys": set, "kinds": [record
+    types in order]}`` of a ``.wandb`` file (nested summary keys joined with "/"). The run is complete
+    when ``kinds`` ends with ``"exit"``."""
     from wandb.proto import wandb_internal_pb2
 
-    out: dict = {"summary": {}, "config": {}, "history_keys": set()}
+    out: dict = {"summary": {}, "config": {}, "history_keys": set(), "kinds": []}
     for data in _chunks(Path(path).read_bytes()):
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
+        out["kinds"].append(kind)
         if kind == "summary":
             for it in rec.summary.update:
                 out["summary"][it.key or "/".join(it.nested_key)] = json.loads(it.value_json)
@@ -48,3 +50,18 @@ def read_run(path: Path) -> dict:
         elif kind == "history":
             out["history_keys"].update(it.key or "/".join(it.nested_key) for it in rec.history.item)
     return out
+
+
+def read_finished_run(path: Path, wait_s: float = 60.0) -> dict:
+    """:func:`read_run` once the run's ``exit`` record is on disk. wandb-core writes the log from its
+    own process; on a loaded machine the last records (the summary among them) can land a moment
+    after ``run.finish()`` returns, so a reader that does not wait sees a truncated run."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = read_run(path)
+        if "exit" in out["kinds"] or time.monotonic() > deadline:
+            assert "exit" in out["kinds"], f"{path}: no exit record after {wait_s:.0f} s; records: {out['kinds'][-12:]}"
+            return out
+        time.sleep(0.5)
