@@ -98,7 +98,9 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
         "gap_hist": counts.tolist(), "gap_edges": edges.tolist(),
     }
     arrays = {"pool_index": alive, "scores_a1": scores[:n], "scores_a2": scores[n:], "p1": p1, "p2": p2,
-              "hidden_a1_better": hidden[alive]}
+              "hidden_a1_better": hidden[alive], "kept": np.asarray(index, dtype=np.int64)}
+    if mc is not None:
+        arrays["mc_agreement"] = np.asarray(mc, dtype=np.float32)
     stop = status == st.Status.STOP.name or len(index) == 0
     return Labeling(fields, pool_index, first, stop, arrays)
 

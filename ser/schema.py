@@ -263,8 +263,8 @@ class SelectionConfig:
     pairwise confidence (T fitted on this loop's validation pairs)."""
 
     strategy: str = "status"
-    confidence: float = 0.8  # pairwise, consistent: keep pairs with max(P, 1 - P) >= this
-    target_precision: float = 0.8  # precision_target: validation pairs above the cut right this often
+    confidence: float = 0.6  # pairwise, consistent: keep pairs with max(P, 1 - P) >= this (why 0.6: conf/selection/pairwise.yaml)
+    target_precision: float = 0.65  # precision_target: validation pairs above the cut right this often
     min_pairs: int = 20  # precision_target: validation pairs the estimate needs above the cut
     # Uncertainty (any confidence strategy): mc_passes > 0 scores the pool that many more times with
     # dropout active (MC dropout) and keeps only pairs whose orientation held in at least

@@ -18,6 +18,10 @@ Monte Carlo dropout (:func:`mc_agreement`: the share of dropout passes agreeing 
 deterministic scores), an ensemble-disagreement signal (Coste et al.) at the cost of the passes.
 
 :func:`select` returns the chosen pool positions, their orientation and its diagnostics.
+
+Comparing rankings at matched coverage (``ser report``'s offline replay of the saved pool scores):
+:func:`top_k_precision` and :func:`coverage_curve` (the precision of the k highest-ranked pairs,
+for one k or every k).
 """
 from __future__ import annotations
 
@@ -34,6 +38,29 @@ def mc_agreement(s1: np.ndarray, s2: np.ndarray, passes: list[tuple[np.ndarray, 
     """Per pair, the share of dropout passes ``(a1 scores, a2 scores)`` that rank it as ``s1`` vs ``s2``."""
     first = np.asarray(s1) > np.asarray(s2)
     return np.mean([(np.asarray(a) > np.asarray(b)) == first for a, b in passes], axis=0)
+
+
+def top_k_precision(score: np.ndarray, right: np.ndarray, k: int, mask: np.ndarray | None = None) -> float | None:
+    """Share of ``right`` among the ``k`` pairs with the highest ``score`` (only pairs where ``mask``
+    holds; ties keep pool order); None when k is 0 or fewer than k pairs qualify."""
+    idx = np.flatnonzero(mask) if mask is not None else np.arange(len(score))
+    if k <= 0 or len(idx) < k:
+        return None
+    return float(np.asarray(right, bool)[top_k(score, k, mask)].mean())
+
+
+def top_k(score: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the ``k`` highest ``score`` (among ``mask``), highest first, ties in pool order."""
+    idx = np.flatnonzero(mask) if mask is not None else np.arange(len(score))
+    return idx[np.argsort(-np.asarray(score)[idx], kind="stable")[:k]]
+
+
+def coverage_curve(score: np.ndarray, right: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(coverage, precision)``: for k = 1..(pairs in ``mask``), k / len(score) and the precision of
+    the top k by ``score``: the precision a cut on ``score`` buys at each coverage of the pool."""
+    order = top_k(score, len(score), mask)
+    k = np.arange(1, len(order) + 1)
+    return k / len(score), np.cumsum(np.asarray(right, bool)[order]) / k
 
 
 @dataclass

@@ -217,7 +217,8 @@ def run(cfg: DictConfig) -> dict:
         phases["full"] = full
     results = {"name": out.name, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
                "labeled_fraction": cfg.labeled_fraction, "thresholds": OmegaConf.to_container(cfg.thresholds),
-               "loop": OmegaConf.to_container(cfg.loop), "precision": choice.to_dict(), "phases": {}}
+               "loop": OmegaConf.to_container(cfg.loop), "selection": OmegaConf.to_container(cfg.selection),
+               "precision": choice.to_dict(), "phases": {}}
     tracker = job_logger(cfg, out)  # logger=wandb: one run for the whole job
     with Progress(cfg.progress.every_s, cfg.progress.lines) as progress:
         for name, pcfg in phases.items():

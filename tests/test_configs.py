@@ -147,3 +147,33 @@ def test_cli_reports_a_bad_type_without_a_traceback(tmp_path):
                               cwd=CONF.parent, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0
         assert f"full_key: {key}" in done.stderr and "Traceback" not in done.stderr
+
+
+SWEEPS = sorted(p.stem for p in (CONF.parent / "multirun_sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_config_composes_at_each_swept_value(sweep, tmp_path):
+    """`python -m ser.train -m --config-dir multirun_sweeps --config-name SWEEP experiment=ser_hh_minilm`:
+    the sweep file composes and every value it sweeps gives a valid config."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    import ser.schema  # noqa: F401
+
+    if "optuna" in (CONF.parent / "multirun_sweeps" / f"{sweep}.yaml").read_text():
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optional extra ser[sweep] is not installed")
+    search = f"hydra.searchpath=[file://{CONF}]"  # as --config-dir: the sweep file first, then conf/
+    with initialize_config_dir(config_dir=str(CONF.parent / "multirun_sweeps"), version_base="1.3"):
+        base = hydra_compose(config_name=sweep, overrides=[search, "experiment=ser_hh_minilm"], return_hydra_config=True)
+        params = dict(base.hydra.sweeper.params)
+        assert params, f"{sweep}: sweeps nothing"
+        for key, values in params.items():
+            if "(" in str(values):  # an Optuna search space (interval(...), choice(...)): composed by Optuna
+                continue
+            for value in str(values).split(","):
+                cfg = hydra_compose(config_name=sweep, overrides=[search, "experiment=ser_hh_minilm", f"{key}={value}"])
+                with open_dict(cfg):
+                    cfg.output_dir = str(tmp_path)
+                validate(cfg)
+                OmegaConf.to_container(cfg, resolve=True)

@@ -115,9 +115,12 @@ def test_hidden_labels_never_reach_training(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_selections(tmp_path):
+@pytest.mark.parametrize("selection", [[], ["selection=consistent", "selection.confidence=0.55", "selection.mc_passes=2",
+                                            "selection.mc_min_agreement=0.5", "data.val_fraction=0.2"]],
+                         ids=["status", "consistent+mc"])
+def test_killed_run_resumes_to_the_same_selections(tmp_path, selection):
     data = write_pairs(tmp_path / "pairs.jsonl", n=240)
-    over = tiny_overrides(data, "loop.max_loops=3", "loop.epochs_per_loop=6")
+    over = tiny_overrides(data, "loop.max_loops=3", "loop.epochs_per_loop=6", *selection)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = lambda out: [sys.executable, "-m", "ser.train", *over, f"hydra.run.dir={out}"]  # noqa: E731
     ref = tmp_path / "ref"

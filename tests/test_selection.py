@@ -106,3 +106,22 @@ def test_scoring_with_dropout_differs_and_restores_the_mode():
     assert np.array_equal(plain, score_sequences(net, seqs, tok.pad_token_id))  # deterministic without dropout
     assert not np.allclose(plain, score_sequences(net, seqs, tok.pad_token_id, dropout=True))
     assert not net.training  # the mode it came in
+
+
+def test_top_k_precision_and_coverage_curve_by_hand():
+    from ser.selection import coverage_curve, top_k_precision
+
+    score = np.array([0.9, 0.1, 0.5, 0.7, 0.5])
+    right = np.array([True, False, False, True, True])
+    # ranked: 0 (R), 3 (R), 2 (W, first of the tied 0.5s), 4 (R), 1 (W)
+    assert top_k_precision(score, right, 2) == 1.0
+    assert top_k_precision(score, right, 3) == pytest.approx(2 / 3)
+    assert top_k_precision(score, right, 0) is None and top_k_precision(score, right, 6) is None
+    mask = np.array([False, True, True, True, True])
+    assert top_k_precision(score, right, 2, mask) == 0.5  # 3 (R), 2 (W)
+    assert top_k_precision(score, right, 5, mask) is None
+    cov, prec = coverage_curve(score, right)
+    assert cov.tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert prec.tolist() == pytest.approx([1, 1, 2 / 3, 3 / 4, 3 / 5])
+    cov, prec = coverage_curve(score, right, mask)
+    assert cov.tolist() == [0.2, 0.4, 0.6, 0.8] and prec.tolist() == pytest.approx([1, 1 / 2, 2 / 3, 1 / 2])

@@ -30,7 +30,10 @@ def test_multirun_two_points_then_report(tmp_path):
     rep = subprocess.run([sys.executable, "-m", "ser.cli", "report", str(sweep)], cwd=ROOT, capture_output=True, text=True)
     assert rep.returncode == 0, rep.stderr[-2000:]
     assert "SER final" in rep.stdout and "thresholds.rule=authors" in rep.stdout
-    for f in ("report.md", "runs.csv", "accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png"):
+    assert "## Configurations compared" in rep.stdout and "vs thresholds.rule=paper" in rep.stdout  # paired, seed 0
+    assert "Pseudo-label precision at matched coverage" in rep.stdout
+    for f in ("report.md", "runs.csv", "accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png",
+              "coverage_precision.png"):
         assert (sweep / "report" / f).stat().st_size > 0
     assert len((sweep / "report" / "runs.csv").read_text().strip().splitlines()) == 3  # header + 2 runs
 

@@ -12,9 +12,11 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from ser.report.replay import RANKINGS, curves
 from ser.report.values import _frac_label, _num
 
-PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png", "sweep.png", "reliability.png")
+PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png", "sweep.png", "reliability.png",
+             "coverage_precision.png")
 
 
 def _figure(nrows=1, ncols=1, size=(8, 5)):
@@ -223,7 +225,7 @@ def plot_gaps(rows: Sequence[dict], groups: Sequence[dict], path: Path, max_pane
 
 def swept_values(groups: Sequence[dict]) -> dict[str, list]:
     """Override keys whose value differs between groups -> each group's value (None: not set)."""
-    from ser.report.stats import _split_overrides
+    from ser.report.runs import _split_overrides
 
     parsed = [dict(i.split("=", 1) for i in _split_overrides(g["group"] or "") if "=" in i) for g in groups]
     keys = sorted({k for p in parsed for k in p})
@@ -320,11 +322,45 @@ def plot_reliability(rows: Sequence[dict], groups: Sequence[dict], path: Path, m
     return None
 
 
+def plot_coverage(rows: Sequence[dict], groups: Sequence[dict], path: Path, max_panels: int = 6) -> str | None:
+    """Per configuration and for loops 0 and 1: the hidden-label precision of the top pairs of the
+    pool against the share of the pool kept, for each ranking (mean over seeds), with each run's own
+    selection as a point (offline replay of the saved pool scores: ``ser.report.replay``)."""
+    panels = []
+    for g in groups:
+        per_run = [r.get("replay") or [] for r in rows if r["group"] == g["group"]]
+        if any(per_run):
+            panels.append((g, per_run))
+    if not panels:
+        return "no run saved pool scores of a loop that kept pairs"
+    panels = panels[:max_panels]
+    fig, axes = _figure(2, len(panels), size=(4.2 * len(panels), 7.6))
+    for col, (g, per_run) in enumerate(panels):
+        for row, loop in enumerate((0, 1)):
+            ax = axes[row][col]
+            c = curves(per_run, loop=loop)
+            for name, y in c["curves"].items():
+                ax.plot(100 * c["grid"], 100 * y, label=RANKINGS[name].replace("top k, ", "").replace("top k by ", ""))
+            if c["points"]:
+                x, y = zip(*c["points"])
+                ax.scatter([100 * v for v in x], [100 * v for v in y], color="black", zorder=3, s=18,
+                           label="the runs' own selection")
+            ax.set_xlabel(f"pool kept % (loop {loop})")
+            ax.set_ylabel("pseudo-label precision %")
+            ax.set_ylim(40, 100)
+            ax.set_title(_short(g["group"], 40), fontsize="small")
+            if c["curves"]:
+                ax.legend(fontsize="x-small")
+    fig.suptitle("Kept-pair precision against coverage\n(per ranking of the pool, mean over seeds)")
+    fig.savefig(path, dpi=120)
+    return None
+
+
 def make_plots(rows: Sequence[dict], groups: Sequence[dict], out_dir: Path) -> dict[str, str]:
     """Write the figures; returns file -> "" (written) or "skipped: why" (and prints why)."""
     out_dir = Path(out_dir)
     notes = {}
-    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep, plot_reliability)):
+    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep, plot_reliability, plot_coverage)):
         target = out_dir / fname
         why = fn(rows, groups, target)
         if why:

@@ -83,6 +83,42 @@ def _read_yaml(path: Path):
         return None
 
 
+def _split_overrides(s: str) -> list[str]:
+    """Split a Hydra override_dirname ``a=1,b=[1,2],c=x`` on the commas between items."""
+    items, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        items.append(cur)
+    return items
+
+
+def sweep_order(root) -> dict[str, list[str]]:
+    """The order in which a Hydra multirun folder's ``multirun.yaml`` lists each swept key's values
+    (the sweeper's ``params``, then command-line sweeps ``key=a,b,c``); ``{}`` without one."""
+    data = _read_yaml(Path(root) / "multirun.yaml") if root is not None else None
+    if not isinstance(data, dict):
+        return {}
+    hydra = data.get("hydra") or {}
+    items = [f"{k}={v}" for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()]
+    items += [str(o) for o in (hydra.get("overrides") or {}).get("task") or []]
+    order: dict[str, list[str]] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        values = _split_overrides(value)
+        if len(values) > 1:
+            order[key.lstrip("+~")] = values
+    return order
+
+
 def _read_overrides(run_dir: Path) -> list[str] | None:
     """Hydra's ``.hydra/overrides.yaml`` (a list of ``key=value``), or None when absent."""
     f = run_dir / ".hydra" / "overrides.yaml"

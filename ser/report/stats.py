@@ -12,30 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ser.report.paired import best_val_loop, group_statistics, run_outcomes, run_statistics
-from ser.report.runs import load_run
+from ser.report.replay import replay_run, replay_summary
+from ser.report.runs import _split_overrides, load_run
 from ser.report.values import _num
 
 _SEED_ITEM = re.compile(r"^\+{0,2}seed=")
 #: overrides that do not change results (as Hydra's override_dirname in conf/hydra/default.yaml)
 _NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+)(=|$)")
-
-
-def _split_overrides(s: str) -> list[str]:
-    """Split a Hydra override_dirname ``a=1,b=[1,2],c=x`` on the commas between items."""
-    items, depth, cur = [], 0, ""
-    for ch in s:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == "," and depth == 0:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if cur:
-        items.append(cur)
-    return items
 
 
 def group_key(run: dict) -> str:
@@ -127,7 +110,8 @@ def summary_rows(runs: Iterable) -> list[dict]:
             "gain_p": paired["ser"]["mcnemar"]["p"] if "ser" in paired else None,
             "full_gain_low": ci("full", "low"), "full_gain_high": ci("full", "high"),
             "best_val_loop": bv, "ser_best_val_acc": loop_accs[bv] if bv is not None and bv < len(loop_accs) else None,
-            "loop_accs": loop_accs, "loops": loops, "outcomes": outcomes,
+            "ser_val_acc": _num(ser.get("val_acc")) if ser and ser.get("loops") else None,
+            "loop_accs": loop_accs, "loops": loops, "outcomes": outcomes, "replay": replay_run(run["path"], r),
         })
     return rows
 
@@ -194,6 +178,8 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
         out[-1]["loop_ece"] = [_stat(r["loops"][k].get("val_ece") for r in rs if len(r["loops"]) > k) for k in range(n_loop)]
         out[-1]["paired"] = group_statistics([r.get("outcomes") or {} for r in rs])
         out[-1]["ser_best_val_acc"] = _stat(r.get("ser_best_val_acc") for r in rs)
+        out[-1]["ser_val_acc"] = _stat(r.get("ser_val_acc") for r in rs)
+        out[-1]["replay"] = replay_summary([r.get("replay") or [] for r in rs])
         # mean gain / mean full-data gain: a per-run ratio explodes when one seed's full model is
         # barely better than its seed model, so the group figure is the ratio of the means
         g, fg = out[-1]["gain"], out[-1]["full_gain"]

@@ -9,7 +9,10 @@ import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ser.report.compare import compare_groups, compare_lines
 from ser.report.paired import statistics_lines
+from ser.report.replay import replay_lines
+from ser.report.runs import sweep_order
 from ser.report.stats import ROW_FIELDS, aggregate, summary_rows
 from ser.report.values import _frac_label, _num, _pct, _plural
 
@@ -180,7 +183,9 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             if extra:
                 out += ["", "; ".join(extra)]
             out += _paired_lines(g)
+            out += replay_lines(g.get("replay"))
             out.append("")
+        out += compare_lines(compare_groups(rows, groups, sweep_order(source)), format_stat)
     if unfinished:
         out += ["## Unfinished runs", ""]
         for r in unfinished:
