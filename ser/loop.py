@@ -28,7 +28,7 @@ from ser import status as st
 from ser.calibration import cross_fitted
 from ser.model import score_sequences
 from ser.progress import Progress
-from ser.selection import mc_agreement, select as select_by_confidence
+from ser.selection import mc_agreement, previous_a1_better, select as select_by_confidence
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,7 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
     else:
         if not val or "val_chosen" not in val:
             raise ValueError(f"selection.strategy={strategy} needs a validation split (data.val_fraction > 0)")
-        prev = None
-        if previous is not None:  # the previous loop's orientation of each pair still in the pool
-            where = {int(i): j for j, i in enumerate(previous["pool_index"])}
-            a1_first = previous["scores_a1"] > previous["scores_a2"]
-            prev = np.array([int(a1_first[where[int(i)]]) if int(i) in where else -1 for i in alive])
+        prev = previous_a1_better(previous, alive) if previous is not None else None
         cs = select_by_confidence(strategy, scores[:n], scores[n:], val["val_chosen"], val["val_rejected"],
                                   selection.confidence, selection.target_precision, selection.min_pairs, prev,
                                   mc, selection.get("mc_min_agreement", 1.0))

@@ -40,6 +40,14 @@ def mc_agreement(s1: np.ndarray, s2: np.ndarray, passes: list[tuple[np.ndarray, 
     return np.mean([(np.asarray(a) > np.asarray(b)) == first for a, b in passes], axis=0)
 
 
+def previous_a1_better(previous: dict, pool_index: np.ndarray) -> np.ndarray:
+    """Per pair of ``pool_index``: 1 if the previous loop's saved pool scores (``pool_index``,
+    ``scores_a1``, ``scores_a2``) ranked a1 first, 0 if second, -1 if it did not score the pair."""
+    where = {int(i): j for j, i in enumerate(previous["pool_index"])}
+    a1_first = np.asarray(previous["scores_a1"]) > np.asarray(previous["scores_a2"])
+    return np.array([int(a1_first[where[int(i)]]) if int(i) in where else -1 for i in pool_index], dtype=np.int64)
+
+
 def top_k_precision(score: np.ndarray, right: np.ndarray, k: int, mask: np.ndarray | None = None) -> float | None:
     """Share of ``right`` among the ``k`` pairs with the highest ``score`` (only pairs where ``mask``
     holds; ties keep pool order); None when k is 0 or fewer than k pairs qualify."""

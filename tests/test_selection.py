@@ -125,3 +125,10 @@ def test_top_k_precision_and_coverage_curve_by_hand():
     assert prec.tolist() == pytest.approx([1, 1, 2 / 3, 3 / 4, 3 / 5])
     cov, prec = coverage_curve(score, right, mask)
     assert cov.tolist() == [0.2, 0.4, 0.6, 0.8] and prec.tolist() == pytest.approx([1, 1 / 2, 2 / 3, 1 / 2])
+
+
+def test_previous_orientation_by_hand():
+    from ser.selection import previous_a1_better
+
+    prev = {"pool_index": np.array([5, 7, 9]), "scores_a1": np.array([1.0, 0.0, 2.0]), "scores_a2": np.array([0.0, 1.0, 3.0])}
+    assert previous_a1_better(prev, np.array([9, 5, 8, 7])).tolist() == [0, 1, -1, 0]

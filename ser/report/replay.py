@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ser import status as st
-from ser.selection import coverage_curve, top_k
+from ser.selection import coverage_curve, previous_a1_better, top_k
 
 RANKINGS = {"run": "the run's own selection", "gap": "top k by |p1 - p2| (paper's p)",
             "pairwise": "top k by pairwise confidence", "consistent": "top k, consistent with the previous loop",
@@ -77,12 +77,9 @@ def replay_run(run_dir, results: dict) -> list[dict]:
         right = (s1 > s2) == pool["hidden_a1_better"].astype(bool)  # the RM's orientation vs the hidden label
         conf = np.abs(s1 - s2)
         masks: dict[str, np.ndarray | None] = {"pairwise": None}
-        if prev is not None:
-            where = {int(i): j for j, i in enumerate(prev["pool_index"])}
-            j = np.array([where.get(int(i), -1) for i in pool["pool_index"]])
-            agree = np.zeros(len(s1), dtype=bool)
-            agree[j >= 0] = (prev["scores_a1"][j[j >= 0]] > prev["scores_a2"][j[j >= 0]]) == (s1[j >= 0] > s2[j >= 0])
-            masks["consistent"] = agree
+        if prev is not None:  # scored at the previous loop too, and ranked the same way
+            before = previous_a1_better(prev, pool["pool_index"])
+            masks["consistent"] = (before >= 0) & ((before == 1) == (s1 > s2))
         if "mc_agreement" in pool:
             masks["mc"] = pool["mc_agreement"] >= 1.0
         kept = _kept_positions(pool, h, results.get("thresholds") or {})
