@@ -105,3 +105,11 @@ def test_sweep_order_reads_multirun_yaml_and_orders_the_reference_first(tmp_path
     groups = [_group(alt, rows), _group(ref, rows)]  # the report met the alternative first
     assert compare_groups(rows, groups, n_boot=50)[0]["reference"] == "pairwise"
     assert compare_groups(rows, groups, sweep_order(tmp_path), n_boot=50)[0]["reference"] == "status"
+
+
+def test_group_key_leaves_out_seed_and_settings_that_change_no_result():
+    from ser.report.stats import group_key
+
+    run = {"name": "x", "override_list": ["experiment=ser_hh_minilm", "seed=3", "reuse.dir=/tmp/c", "reuse.enabled=false",
+                                          "logger=wandb", "trainer.enable_progress_bar=false", "selection=pairwise"]}
+    assert group_key(run) == "experiment=ser_hh_minilm,selection=pairwise"

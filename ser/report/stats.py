@@ -18,7 +18,7 @@ from ser.report.values import _num
 
 _SEED_ITEM = re.compile(r"^\+{0,2}seed=")
 #: overrides that do not change results (as Hydra's override_dirname in conf/hydra/default.yaml)
-_NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+)(=|$)")
+_NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+|reuse\.[\w.]+)(=|$)")
 
 
 def group_key(run: dict) -> str:
