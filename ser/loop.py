@@ -115,7 +115,7 @@ def chosen_wins(scores: np.ndarray) -> float:
 class SERLoop(Callback):
     """Drives the loops; ``history`` holds one diagnostics dict per loop (loop 0 = seed)."""
 
-    def __init__(self, loop_cfg, thresholds_cfg, seed: int, out_dir: str | Path, eval_batch_size: int = 64,
+    def __init__(self, loop_cfg, thresholds_cfg, seed: int, out_dir: str | Path,
                  progress: Progress | None = None, phase: str = "ser", selection_cfg=None):
         self.cfg = loop_cfg
         self.th = thresholds_from_config(thresholds_cfg)
@@ -124,7 +124,6 @@ class SERLoop(Callback):
         self.scaling = thresholds_cfg.get("scaling", "none")
         self.seed = seed
         self.out_dir = Path(out_dir)
-        self.eval_batch_size = eval_batch_size
         self.progress = progress or Progress(enabled=False)
         self.phase = phase
         # state (checkpointed)

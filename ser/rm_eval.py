@@ -63,7 +63,7 @@ def load_items(files: Sequence[str], fmt: str = "auto", data_dir: str | None = N
                columns: dict | None = None):
     """Rows of ``files`` as ``{"prompt", "chosen": str, "rejected": [str, ...], "subset"}`` and a
     :class:`ser.data.LoadReport` (dropped rows counted by reason, as ``load_pairs`` counts them)."""
-    from ser.data.formats import PARSERS, LoadReport, detect_format, read_rows, resolve_data_path
+    from ser.data.formats import PARSERS, LoadReport, parse_rows, read_rows, resolve_data_path
 
     if fmt != "auto" and fmt not in PARSERS:
         raise DataError(f"--format {fmt} is not one of auto, {', '.join(PARSERS)}")
@@ -72,34 +72,20 @@ def load_items(files: Sequence[str], fmt: str = "auto", data_dir: str | None = N
         paths = [resolve_data_path(f, data_dir) for f in files]
     except DataError as e:  # its hint names the training config's key
         raise DataError(str(e).replace("check data.files or", "check the path or")) from e
-    for path in paths:
-        parser = PARSERS.get(fmt)
-        for rowno, row in read_rows(path, report.dropped):
-            report.rows += 1
-            if columns:
-                row = {**row, **{ours: row.get(theirs) for ours, theirs in columns.items()}}
-            if _is_rb2(row):
-                item, why = _rb2_row(row)
-            else:
-                if parser is None:
-                    try:
-                        parser = PARSERS[detect_format(row)]
-                    except DataError as e:
-                        raise DataError(f"{path}:{rowno}: {e}".replace("set data.format", "pass --format")) from e
-                item, why = parser(row)
-                if item is not None:
-                    item = {"prompt": item["prompt"], "chosen": item["chosen"], "rejected": [item["rejected"]]}
-            if item is None:
-                report.dropped[why] += 1
-                continue
+    sources = [(str(p), read_rows(p, report.dropped)) for p in paths]
+    rb2 = lambda row: _rb2_row(row) if _is_rb2(row) else None  # noqa: E731
+    try:
+        for item, row, source, rowno in parse_rows(sources, fmt, report, columns, special=rb2):
+            if not isinstance(item["rejected"], list):  # a pair: one rejected answer
+                item = {"prompt": item["prompt"], "chosen": item["chosen"], "rejected": [item["rejected"]]}
             subset = row.get("subset")
             item["subset"] = None if subset is None else str(subset)
-            item["source"] = f"{path.name}:{rowno}"
+            item["source"] = f"{Path(source).name}:{rowno}"
             items.append(item)
             if limit and len(items) >= limit:
                 break
-        if limit and len(items) >= limit:
-            break
+    except DataError as e:
+        raise DataError(str(e).replace("set data.format", "pass --format")) from e
     report.rows += report.dropped.get("unparsable", 0)
     report.kept = len(items)
     if not items:

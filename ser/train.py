@@ -138,8 +138,7 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
     t0 = time.perf_counter()
     module = RewardModel(build_hf_model(cfg.model, tokenizer), cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
-    loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, cfg.loop.score_batch_size, progress, phase,
-                   cfg.get("selection"))
+    loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, progress, phase, cfg.get("selection"))
     loop.on_loop0_scored = on_loop0_scored
     ckpt = last_checkpoint(phase_dir / "checkpoints")  # written after the SER callback, every epoch
     lines = ProgressLines(progress, phase, label=lambda t: f"loop {loop.loop}",

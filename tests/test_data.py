@@ -323,8 +323,8 @@ def test_columns_renaming(tmp_path):
     assert (rep.rows, rep.kept) == (3, 3)
     assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
         ([U(f"Q{i}?")], f"good {i}", f"bad {i}") for i in range(3)]
-    # without the renaming the format cannot be detected
-    with pytest.raises(DataError, match="cannot detect"):
+    # without the renaming the format cannot be detected; the error names the file and row
+    with pytest.raises(DataError, match=r"se\.jsonl:1: cannot detect the data format from columns"):
         load_pairs([str(f)], "auto")
 
 

@@ -245,6 +245,35 @@ class LoadReport:
         return f"read {self.rows} rows, kept {self.kept} pairs, dropped: {drops}"
 
 
+def parse_rows(sources, fmt: str, report: "LoadReport", columns: dict | None = None, special=None):
+    """``(item, row, source, rowno)`` for every usable row of ``sources`` (``[(name, rows)]``, rows as
+    ``read_rows`` yields them); unusable rows are counted in ``report.dropped`` by reason.
+
+    ``fmt="auto"`` detects each source's format from its first row. ``columns`` renames source
+    columns to ours first. ``special(row)`` may take a row of a layout the pair parsers do not read
+    (it returns ``(item, why)``, or None to leave the row to them).
+    """
+    for source, rows in sources:
+        parser = PARSERS.get(fmt)
+        for rowno, row in rows:
+            report.rows += 1
+            if columns:
+                row = {**row, **{ours: row.get(theirs) for ours, theirs in columns.items()}}
+            got = special(row) if special is not None else None
+            if got is None:
+                if parser is None:
+                    try:
+                        parser = PARSERS[detect_format(row)]
+                    except DataError as e:
+                        raise DataError(f"{source}:{rowno}: {e}") from e
+                got = parser(row)
+            item, why = got
+            if item is None:
+                report.dropped[why] += 1
+                continue
+            yield item, row, source, rowno
+
+
 def load_pairs(
     files: Sequence[str] | None,
     fmt: str = "auto",
@@ -277,26 +306,12 @@ def load_pairs(
         sources = [(hub_id, ((i + 1, r) for i, r in enumerate(ds)))]
     else:
         raise DataError("no data source: set data.files (local files) or data.hub_id")
-    parser = PARSERS.get(fmt) if fmt != "auto" else None
     if fmt not in PARSERS and fmt != "auto":
         raise DataError(f"data.format='{fmt}' is not one of auto, {', '.join(PARSERS)}")
-    for source, rows in sources:
-        file_parser = parser
-        for rowno, row in rows:
-            report.rows += 1
-            if columns:
-                row = {**row, **{ours: row.get(theirs) for ours, theirs in columns.items()}}
-            if file_parser is None:
-                file_parser = PARSERS[detect_format(row)]
-            pair, why = file_parser(row)
-            if pair is None:
-                report.dropped[why] += 1
-                continue
-            pair.setdefault("key", _prompt_key(pair["prompt"]))
-            pair["source"] = f"{Path(source).name}:{rowno}"
-            pairs.append(pair)
-            if limit and len(pairs) >= limit:
-                break
+    for pair, _, source, rowno in parse_rows(sources, fmt, report, columns):
+        pair.setdefault("key", _prompt_key(pair["prompt"]))
+        pair["source"] = f"{Path(source).name}:{rowno}"
+        pairs.append(pair)
         if limit and len(pairs) >= limit:
             break
     # unparsable lines never reached the parser: count them as read rows too
