@@ -21,16 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from ser.report import load_runs
-from ser.report.paired import _load, _main_phase
+from ser.report.paired import eval_outcomes, main_phase
 
 
 def loop_outcomes(run: dict) -> dict[str, np.ndarray] | None:
     """``{"val": loops x pairs, "test": loops x pairs}`` (0/1) of the run's main phase, or None."""
-    main = _main_phase(run["results"])
+    main = main_phase(run["results"])
     if main is None:
         return None
     name, phase = main
-    per = [_load(run["path"], name, d["loop"]) for d in phase["loops"]]
+    per = [eval_outcomes(run["path"], name, d["loop"]) for d in phase["loops"]]
     if len(per) < 2 or any(p is None or "val" not in p for p in per):
         return None
     return {s: np.stack([p[s] for p in per]).astype(float) for s in ("val", "test")}

@@ -23,7 +23,8 @@ from ser.significance import mcnemar_exact, paired_bootstrap, seed_bootstrap, ve
 COMPARED = {"ser": "SER final", "ser_best_val": "SER (best val loop)", "full": "full data"}
 
 
-def _main_phase(results: dict) -> tuple[str, dict] | None:
+def main_phase(results: dict) -> tuple[str, dict] | None:
+    """``(name, phase)`` of the phase that holds the run's loops (``ser``, else ``seed``)."""
     phases = results.get("phases") or {}
     for name in ("ser", "seed"):
         if phases.get(name) and phases[name].get("loops"):
@@ -31,7 +32,9 @@ def _main_phase(results: dict) -> tuple[str, dict] | None:
     return None
 
 
-def _load(run_dir: Path, phase: str, loop: int) -> dict[str, np.ndarray] | None:
+def eval_outcomes(run_dir: Path, phase: str, loop: int) -> dict[str, np.ndarray] | None:
+    """``{eval set: bool per pair (chosen scored above rejected)}`` of one loop, from its
+    ``eval_scores_loopN.npz``; None when the loop saved none."""
     f = Path(run_dir) / phase / f"eval_scores_loop{loop}.npz"
     if not f.exists():
         return None
@@ -52,7 +55,7 @@ def best_val_loop(loops: Sequence[dict]) -> int | None:
 def run_outcomes(run_dir, results: dict) -> dict[str, dict[str, np.ndarray]]:
     """``{set: {"seed", "ser", "ser_best_val", "full": bool per pair}}`` for what the run saved
     (runs from before per-pair scores were saved give ``{}``)."""
-    main = _main_phase(results)
+    main = main_phase(results)
     if main is None:
         return {}
     name, phase = main
@@ -68,7 +71,7 @@ def run_outcomes(run_dir, results: dict) -> dict[str, dict[str, np.ndarray]]:
         picks["full"] = ("full", full.get("selected_loop", full["loops"][-1]["loop"]))
     out: dict[str, dict[str, np.ndarray]] = {}
     for model, (ph, loop) in picks.items():
-        scored = _load(run_dir, ph, loop)
+        scored = eval_outcomes(run_dir, ph, loop)
         if scored is None:
             if model == "seed":
                 return {}
