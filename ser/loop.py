@@ -135,7 +135,7 @@ class SERLoop(Callback):
         self.history: list[dict] = []
         self.best_loop: int | None = None  # loop.select=best_val: the loop whose weights are kept so far
         #: phase reuse (ser.reuse): told when loop 0 is trained, evaluated and its pool scored
-        self.on_loop0_scored: Callable[[pl.Trainer, dict, dict], None] | None = None
+        self.on_loop0_scored: Callable[[pl.Trainer, dict, dict, dict], None] | None = None
         self.finished = False
         self._t0 = None
         self._val: dict | None = None  # this loop's validation scores (confidence strategies fit T on them)
@@ -312,7 +312,8 @@ class SERLoop(Callback):
         scores, labeled = scored["pool"], scored.get("labeled")
         if self.loop == 0 and self.on_loop0_scored is not None:  # phase reuse: loop 0 before any threshold acts
             self.on_loop0_scored(trainer, dict(diag, label_s=round(time.perf_counter() - t0, 2)),
-                                 {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden})
+                                 {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden},
+                                 self.state_dict())
         previous = None  # only `consistent` reads the previous loop's pool scores
         prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
         if self.selection is not None and self.selection.strategy == "consistent" and self.loop > 0 and prev_file.exists():

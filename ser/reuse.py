@@ -195,20 +195,20 @@ def reuse_whole(entry: Path, phase_dir: Path, key: str) -> dict:
 
 class Loop0Publisher:
     """``SERLoop.on_loop0_scored``: when loop 0 is trained, evaluated and its pool scored (before the
-    thresholds act), save the checkpoint and the raw scores into the cache, then free its lock."""
+    thresholds act), save the checkpoint, the raw scores and the SER callback's state into the
+    cache, then free its lock."""
 
     def __init__(self, cache: PhaseCache, key: str, phase_dir: Path, release):
         self.cache, self.key, self.phase_dir, self.release = cache, key, phase_dir, release
 
-    def __call__(self, trainer, diag: dict, scores: dict) -> None:
+    def __call__(self, trainer, diag: dict, scores: dict, loop_state: dict) -> None:
         import numpy as np
 
         tmp = self.phase_dir / "reuse_loop0"
         trainer.save_checkpoint(tmp / "loop0.ckpt")  # every rank (a collective under ddp/fsdp)
         if trainer.is_global_zero:
-            loop = next(c for c in trainer.callbacks if hasattr(c, "on_loop0_scored"))
             np.savez(tmp / "loop0_scores.npz", **{k: v for k, v in scores.items() if v is not None})
-            (tmp / "loop0.json").write_text(json.dumps({"diag": diag, "callback": loop.state_dict()}, default=float))
+            (tmp / "loop0.json").write_text(json.dumps({"diag": diag, "callback": loop_state}, default=float))
             files = {f.name: f for f in tmp.iterdir()}
             for name in ("eval_scores_loop0.npz", "seed_weights.pt", "best_val_weights.pt"):
                 if (self.phase_dir / name).exists():
