@@ -55,6 +55,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"selection.target_precision={sel.target_precision} must be in (0, 1]")
         if sel.get("mc_passes", 0) < 0 or not 0 < sel.get("mc_min_agreement", 1.0) <= 1:
             raise ConfigError("selection.mc_passes must be >= 0 and selection.mc_min_agreement in (0, 1]")
+        if sel.get("mc_scope", "candidates") not in ("candidates", "pool"):
+            raise ConfigError(f"selection.mc_scope='{sel.mc_scope}' must be candidates or pool")
         if sel.get("mc_passes", 0) > 0 and sel.strategy == "status":
             raise ConfigError("selection.mc_passes works with the confidence strategies: add selection=pairwise "
                               "(or precision_target, consistent)")

@@ -318,17 +318,26 @@ class SERLoop(Callback):
         prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
         if self.selection is not None and self.selection.strategy == "consistent" and self.loop > 0 and prev_file.exists():
             previous = dict(np.load(prev_file))
-        mc = None
+        label = lambda mc: label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring,  # noqa: E731
+                                      self.scaling, self.selection, self._val, previous, mc)
         passes = int(self.selection.get("mc_passes", 0)) if self.selection is not None else 0
-        if passes > 0 and self.selection.strategy != "status":  # MC dropout: the pool again, dropout on
+        if passes > 0 and self.selection.strategy != "status":
             t_mc = time.perf_counter()
-            runs = [self._score(trainer, module, {"pool": groups["pool"]}, f"(pool, dropout pass {i + 1})", dropout=True)["pool"]
-                    for i in range(passes)]
             n = len(alive)
-            mc = mc_agreement(scores[:n], scores[n:], [(r[:n], r[n:]) for r in runs])
-            diag["mc_s"] = round(time.perf_counter() - t_mc, 2)
-        lab = label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring, self.scaling,
-                         self.selection, self._val, previous, mc)
+            # MC dropout only changes which of the strategy's pairs stay: score those (or every pair)
+            which = label(None).arrays["kept"] if self.selection.get("mc_scope", "candidates") == "candidates" \
+                else np.arange(n)
+            mc = np.full(n, np.nan)
+            if len(which):
+                seqs = {"pool": [groups["pool"][i] for i in which] + [groups["pool"][n + i] for i in which]}
+                runs = [self._score(trainer, module, seqs, f"({len(which)} pairs, dropout pass {k + 1})", dropout=True)["pool"]
+                        for k in range(passes)]
+                m = len(which)
+                mc[which] = mc_agreement(scores[which], scores[n + which], [(r[:m], r[m:]) for r in runs])
+            diag.update(mc_s=round(time.perf_counter() - t_mc, 2), mc_scored=int(len(which)))
+            lab = label(mc)
+        else:
+            lab = label(None)
         diag.update(lab.fields, label_s=round(time.perf_counter() - t0, 2))
         if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
             np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays)

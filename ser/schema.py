@@ -266,11 +266,15 @@ class SelectionConfig:
     confidence: float = 0.6  # pairwise, consistent: keep pairs with max(P, 1 - P) >= this (why 0.6: conf/selection/pairwise.yaml)
     target_precision: float = 0.65  # precision_target: validation pairs above the cut right this often
     min_pairs: int = 20  # precision_target: validation pairs the estimate needs above the cut
-    # Uncertainty (any confidence strategy): mc_passes > 0 scores the pool that many more times with
+    # Uncertainty (any confidence strategy): mc_passes > 0 scores pairs that many more times with
     # dropout active (MC dropout) and keeps only pairs whose orientation held in at least
-    # mc_min_agreement of the passes. Cost: mc_passes extra scorings of the pool per loop.
+    # mc_min_agreement of the passes. mc_scope: candidates = only the pairs the strategy would keep
+    # anyway (the same selection, at mc_passes scorings of the kept pairs per loop); pool = every
+    # pool pair (mc_passes scorings of the whole pool, ~4x the loop's labeling time at 4 passes;
+    # gives `ser report` the MC agreement of every pair for its coverage curves).
     mc_passes: int = 0
     mc_min_agreement: float = 1.0
+    mc_scope: str = "candidates"
 
 
 @dataclass

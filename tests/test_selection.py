@@ -79,13 +79,46 @@ def test_mc_dropout_agreement_by_hand():
     assert select("pairwise", S1, S2, VAL_C, VAL_R, confidence=0.5).index.tolist() == [0, 1, 2]
 
 
-def test_mc_dropout_passes_end_to_end(tmp_path):
+def test_mc_agreement_of_the_candidates_alone_selects_the_same_pairs():
+    """selection.mc_scope=candidates scores with dropout only the pairs the strategy keeps without
+    MC (the others get nan): the selection equals the one from the agreement of every pair."""
+    rng = np.random.default_rng(0)
+    s1, s2 = rng.normal(size=50), rng.normal(size=50)
+    agree = rng.choice([0.0, 0.5, 1.0], size=50)
+    for strategy in ("pairwise", "precision_target"):
+        kw = dict(confidence=0.55, target_precision=0.6, min_pairs=2)
+        candidates = select(strategy, s1, s2, VAL_C, VAL_R, **kw).index
+        partial = np.full(50, np.nan)
+        partial[candidates] = agree[candidates]
+        full = select(strategy, s1, s2, VAL_C, VAL_R, mc_agreement=agree, **kw).index
+        assert 0 < len(full) < len(candidates)
+        assert select(strategy, s1, s2, VAL_C, VAL_R, mc_agreement=partial, **kw).index.tolist() == full.tolist()
+
+
+@pytest.mark.parametrize("scope", ["candidates", "pool"])
+def test_mc_dropout_passes_end_to_end(tmp_path, scope):
     data = write_pairs(tmp_path / "pairs.jsonl", n=200)
-    res = run(compose(tiny_overrides(data, "loop.max_loops=1", "loop.epochs_per_loop=1", "optim.lr=2e-3",
-                                     "selection=pairwise", "selection.confidence=0.55", "selection.mc_passes=2",
-                                     "data.val_fraction=0.2"), output_dir=tmp_path / "run"))
+    over = lambda *o: tiny_overrides(data, "loop.max_loops=1", "loop.epochs_per_loop=1", "optim.lr=3e-4",  # noqa: E731
+                                     "selection=pairwise", "data.val_fraction=0.2", *o)
+    # a cut that half the pool passes: the median confidence of loop 0 (its training ignores selection)
+    ref = run(compose(over("selection.confidence=0.5"), output_dir=tmp_path / "ref"))["phases"]["ser"]["loops"][0]
+    ref_pool = np.load(tmp_path / "ref" / "ser" / "pool_scores_loop0.npz")
+    d = (ref_pool["scores_a1"] - ref_pool["scores_a2"]) / ref["temperature"]
+    cut = float(np.median(1 / (1 + np.exp(-np.abs(d)))))
+    res = run(compose(over(f"selection.confidence={cut}", "selection.mc_passes=2", f"selection.mc_scope={scope}"),
+                      output_dir=tmp_path / "run"))
     first = res["phases"]["ser"]["loops"][0]
     assert first["mc_s"] > 0  # the passes' cost, logged every loop
+    pool = np.load(tmp_path / "run" / "ser" / "pool_scores_loop0.npz")
+    scored = ~np.isnan(pool["mc_agreement"])
+    assert first["mc_scored"] == scored.sum()
+    if scope == "pool":
+        assert scored.all()
+    else:  # only the pairs past the confidence cut were scored with dropout; the run kept those that agreed
+        past_cut = 1 / (1 + np.exp(-np.abs(d))) >= first["cut"]
+        assert 0 < past_cut.sum() < len(past_cut)
+        assert scored.tolist() == past_cut.tolist()
+        assert (pool["mc_agreement"][pool["kept"]] == 1.0).all()
     with pytest.raises(Exception, match="mc_passes works with the confidence strategies"):
         run(compose(tiny_overrides(data, "loop.max_loops=1", "selection.mc_passes=2"), output_dir=tmp_path / "bad"))
 

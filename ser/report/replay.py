@@ -11,7 +11,8 @@ the k pairs each ranking would keep, on the same pool:
 - ``pairwise``: the top k by pairwise confidence max(P, 1 - P), P = sigmoid((r1 - r2) / T) (the
   order does not depend on T: the top k by |r1 - r2|); ``precision_target`` ranks the same way;
 - ``consistent``: the same among the pairs whose orientation also held at the previous loop;
-- ``mc``: the same among the pairs every MC-dropout pass oriented alike (runs with mc_passes).
+- ``mc``: the same among the pairs every MC-dropout pass oriented alike (runs with mc_passes and
+  ``selection.mc_scope=pool``: with the default ``candidates`` only the kept pairs are MC-scored).
 
 :func:`replay_run` gives one row per loop; :func:`replay_summary` pools the rows of runs (seeds) into
 the mean precision of each ranking and its difference from the run's own selection, with a 95% CI
@@ -80,7 +81,7 @@ def replay_run(run_dir, results: dict) -> list[dict]:
         if prev is not None:  # scored at the previous loop too, and ranked the same way
             before = previous_a1_better(prev, pool["pool_index"])
             masks["consistent"] = (before >= 0) & ((before == 1) == (s1 > s2))
-        if "mc_agreement" in pool:
+        if "mc_agreement" in pool and not np.isnan(pool["mc_agreement"]).any():  # selection.mc_scope=pool
             masks["mc"] = pool["mc_agreement"] >= 1.0
         kept = _kept_positions(pool, h, results.get("thresholds") or {})
         k = int(h.get("kept") or 0)
