@@ -273,7 +273,7 @@ def plot_sweep(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str 
             if not numeric:
                 ax.set_xticks(range(len(cats)), [_short(c, 16) for c in cats], rotation=30)
             ax.set_xlabel(key if row == 2 else "")
-    fig.suptitle("Sweep: SER gain (95% CI over seeds and pairs, else ± std), kept pairs and their precision")
+    fig.suptitle("Sweep: SER gain (95% CI over seeds and pairs, else ± std),\nkept pairs and their precision", fontsize=10)
     fig.savefig(path, dpi=120)
     return None
 
