@@ -6,7 +6,8 @@ temperature T fitted by maximum likelihood on pairs whose order is known (temper
 Guo et al. 2017). The confidence of a pair is max(P, 1 - P), the probability that the RM's
 orientation of it is right.
 
-- :func:`fit_temperature`: T by maximum likelihood (golden-section search on log T).
+- :func:`fit_temperature`: T by maximum likelihood (golden-section search on log T);
+  :func:`temperature_problem` says when T is undefined (no pairs, all ties, a NaN score).
 - :func:`pair_probability`: P(a1 > a2) and the confidence.
 - :func:`expected_calibration_error` and :func:`reliability`: the binned gap between confidence
   and accuracy (10 equal-width bins over [0.5, 1] by default), and the bins for a diagram.
@@ -26,14 +27,33 @@ def _nll(diff: np.ndarray, t: float) -> float:
     return float(np.logaddexp(0.0, -diff / t).sum())
 
 
+def temperature_problem(diff: Sequence[float]) -> str | None:
+    """Why no temperature can be fitted on these score differences; None when one can.
+
+    No pairs, or every difference 0 (a collapsed RM: the likelihood is the same for every T), or a
+    difference that is NaN or infinite (a diverged RM) leave T undefined.
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    if d.size == 0:
+        return "no pairs"
+    bad = int(np.sum(~np.isfinite(d)))
+    if bad:
+        return f"{bad} of {d.size} score differences are NaN or infinite"
+    if not np.any(d):
+        return f"all {d.size} score differences are 0"
+    return None
+
+
 def fit_temperature(diff: Sequence[float], lo: float = 1e-4, hi: float = 1e4, iters: int = 100) -> float:
     """T maximising the likelihood of P(chosen > rejected) = sigmoid(diff / T) on labeled pairs.
 
     The NLL is convex in 1/T, so unimodal in log T; perfectly separated pairs push T to ``lo``.
+    ValueError when T is undefined (:func:`temperature_problem`).
     """
     d = np.asarray(diff, dtype=np.float64)
-    if d.size == 0 or not np.any(d):
-        raise ValueError("fit_temperature needs labeled pairs with score differences")
+    problem = temperature_problem(d)
+    if problem is not None:
+        raise ValueError(f"fit_temperature needs labeled pairs with finite, not all zero score differences: {problem}")
     a, b = math.log(lo), math.log(hi)
     g = (math.sqrt(5) - 1) / 2
     c, e = b - g * (b - a), a + g * (b - a)
@@ -53,16 +73,20 @@ def fit_temperature(diff: Sequence[float], lo: float = 1e-4, hi: float = 1e4, it
 def pair_probability(s1: Sequence[float], s2: Sequence[float], temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """``(P(a1 > a2), confidence = max(P, 1 - P))`` per pair."""
     z = (np.asarray(s1, dtype=np.float64) - np.asarray(s2, dtype=np.float64)) / temperature
-    p = 1.0 / (1.0 + np.exp(-z))
-    return p, np.maximum(p, 1.0 - p)
+    e = np.exp(-np.abs(z))  # in [0, 1]: no overflow for extreme score differences
+    conf = 1.0 / (1.0 + e)  # sigmoid(|z|) = max(P, 1 - P), the same number for a pair and its swap
+    return np.where(z >= 0, conf, e / (1.0 + e)), conf
 
 
 def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10,
                 lo: float = 0.5) -> list[dict]:
     """Equal-width confidence bins over [lo, 1]: ``{"low", "high", "n", "confidence", "accuracy"}``
-    (the mean confidence and the accuracy of each non-empty bin; the last bin includes 1)."""
+    (the mean confidence and the accuracy of each non-empty bin; the last bin includes 1).
+    A NaN confidence falls in no bin."""
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
+    known = ~np.isnan(conf)
+    conf, ok = conf[known], ok[known]
     edges = np.linspace(lo, 1.0, bins + 1)
     idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
     out = []
@@ -75,9 +99,9 @@ def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int 
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
-    """ECE: sum over bins of (bin share) * |accuracy - mean confidence|."""
+    """ECE: sum over bins of (bin share) * |accuracy - mean confidence|; NaN with no pairs or a NaN confidence."""
     n = len(confidence)
-    if n == 0:
+    if n == 0 or np.isnan(np.asarray(confidence, dtype=np.float64)).any():
         return float("nan")
     return float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability(confidence, correct, bins)))
 
@@ -106,14 +130,25 @@ def cross_fitted(chosen: Sequence[float], rejected: Sequence[float], bins: int =
     T fitted on one half, ECE and reliability bins measured on the other (2 folds, pooled).
 
     ``{"ece_raw": ECE of sigmoid(r1 - r2), "ece": ECE after temperature scaling, "temperature": T
-    fitted on all pairs, "bins": reliability bins of the cross-fitted confidences}``.
+    fitted on all pairs, "bins": reliability bins of the cross-fitted confidences, "note": None, or
+    what could not be computed}``. A degenerate set (too few pairs, a half whose score differences
+    are all 0, a NaN score) gives NaN for what it leaves undefined, never an error.
     """
     d = np.asarray(chosen, dtype=np.float64) - np.asarray(rejected, dtype=np.float64)
-    p_raw, conf_raw = pair_probability(d, np.zeros_like(d), 1.0)
+    _, conf_raw = pair_probability(d, np.zeros_like(d), 1.0)
     perm = np.random.default_rng(seed).permutation(len(d))
-    conf = np.empty_like(d)
+    conf = np.full_like(d, np.nan)
+    half_problem = None
     for fit, test in ((perm[: len(d) // 2], perm[len(d) // 2:]), (perm[len(d) // 2:], perm[: len(d) // 2])):
-        _, conf[test] = pair_probability(d[test], np.zeros(len(test)), fit_temperature(d[fit]))
+        problem = temperature_problem(d[fit])
+        if problem is None:
+            _, conf[test] = pair_probability(d[test], np.zeros(len(test)), fit_temperature(d[fit]))
+        elif len(test):
+            half_problem = half_problem or f"a cross-fitting half of {len(fit)} pairs: {problem}"
+    problem = temperature_problem(d)
     right = d > 0  # the pair is ranked as labeled
-    return {"ece_raw": expected_calibration_error(conf_raw, right, bins), "ece": expected_calibration_error(conf, right, bins),
-            "temperature": fit_temperature(d), "bins": reliability(conf, right, bins)}
+    ece = expected_calibration_error(conf, right, bins)
+    return {"ece_raw": expected_calibration_error(conf_raw, right, bins), "ece": ece,
+            "temperature": fit_temperature(d) if problem is None else float("nan"),
+            "bins": reliability(conf, right, bins) if not math.isnan(ece) else [],
+            "note": problem or half_problem}

@@ -12,6 +12,8 @@ from pathlib import Path
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from ser import faults
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file, then rename: a run killed while saving keeps its last good checkpoint."""
@@ -19,6 +21,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         tmp = f"{path}.tmp"
         super().save_checkpoint(checkpoint, tmp, storage_options)
+        faults.point("checkpoint")
         os.replace(tmp, path)
 
 

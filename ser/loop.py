@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from ser import faults
 from ser import status as st
 from ser.calibration import cross_fitted
 from ser.model import score_sequences
@@ -62,6 +63,10 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
     this loop's validation scores ``val`` and the ``previous`` loop's pool scores). Pure: a run
     reusing a cached loop 0 labels the cached scores with its own thresholds through this."""
     n = len(alive)
+    bad = int(np.sum(~np.isfinite(scores)))
+    if bad:
+        log.warning("self-labeling: %d of %d pool scores are NaN or infinite (a diverged RM?); pairs whose "
+                    "probability is undefined are not selected", bad, len(scores))
     centred = st.centre_scores(scores, centring, labeled)
     scaled = st.scale_scores(centred, scaling, scores, labeled)
     p = st.probabilities(scaled)
@@ -74,12 +79,14 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
         status, index, first = decision.status.name, sel.index, np.asarray(sel.first_is_chosen)
         extra = {"n_easy": decision.n_easy, "n_hard": decision.n_hard, "min_count": decision.min_count}
     else:
-        if not val or "val_chosen" not in val:
-            raise ValueError(f"selection.strategy={strategy} needs a validation split (data.val_fraction > 0)")
+        if not val or "val_chosen" not in val:  # no validation pairs left (config checks val_fraction > 0)
+            val = {"val_chosen": np.zeros(0), "val_rejected": np.zeros(0)}
         prev = previous_a1_better(previous, alive) if previous is not None else None
         cs = select_by_confidence(strategy, scores[:n], scores[n:], val["val_chosen"], val["val_rejected"],
                                   selection.confidence, selection.target_precision, selection.min_pairs, prev,
                                   mc, selection.get("mc_min_agreement", 1.0))
+        if cs.fields.get("note"):
+            log.warning("selection.strategy=%s: %s; self-labeling stops", strategy, cs.fields["note"])
         index, first = cs.index, np.asarray(cs.first_is_chosen)
         status = strategy.upper() if len(index) else st.Status.STOP.name
         extra = cs.fields
@@ -178,7 +185,9 @@ class SERLoop(Callback):
         """Accuracy of this loop's weights on test, val and every named eval set, in one
         length-sorted pass; the scores of every pair go to ``eval_scores_loop{n}.npz``
         (``{set}_chosen``, ``{set}_rejected``, pairs in split order: the same for every phase of
-        a run), the raw material of the paired statistics in ``ser report``."""
+        a run; with each pair's content key and answer lengths, see
+        ``PreferenceDataModule.evaluation_metadata``), the raw material of the paired statistics in
+        ``ser report``."""
         sets = trainer.datamodule.evaluation_sets()
         flat = lambda pairs: [a for a, _ in pairs] + [b for _, b in pairs]  # noqa: E731
         s = self._score(trainer, module, {name: flat(p) for name, p in sets.items()}, f"({', '.join(sets)})")
@@ -187,13 +196,17 @@ class SERLoop(Callback):
             for name, v in s.items():
                 n = len(v) // 2
                 arrays[f"{name}_chosen"], arrays[f"{name}_rejected"] = v[:n].astype(np.float32), v[n:].astype(np.float32)
+            arrays.update(trainer.datamodule.evaluation_metadata())  # pair keys and answer lengths
             self.out_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(self.out_dir / f"eval_scores_loop{self.loop}.npz", **arrays)
         out = {f"{name}_acc": chosen_wins(v) for name, v in s.items()}
-        if "val" in s and len(s["val"]) >= 4:  # calibration of the pairwise confidence, cross-fitted on validation
+        if "val" in s:  # calibration of the pairwise confidence, cross-fitted on validation
             n = len(s["val"]) // 2
             self._val = {"val_chosen": s["val"][:n], "val_rejected": s["val"][n:]}
             cal = cross_fitted(s["val"][:n], s["val"][n:])
+            if cal["note"]:
+                log.warning("loop %d: validation calibration is undefined (%s): NaN logged for it; training goes on",
+                            self.loop, cal["note"])
             out.update(val_ece=cal["ece"], val_ece_raw=cal["ece_raw"], val_temperature=cal["temperature"],
                        reliability=cal["bins"])
         return out
@@ -261,6 +274,9 @@ class SERLoop(Callback):
         module.set_schedule(self.loop_start_step, self.loop_steps)
         self._t0 = time.perf_counter()
 
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        faults.point("train_step")
+
     def on_train_epoch_end(self, trainer: pl.Trainer, module) -> None:
         self.loop_wall += time.perf_counter() - (self._t0 or time.perf_counter())
         epoch = trainer.current_epoch
@@ -284,6 +300,9 @@ class SERLoop(Callback):
                 self.best_loop = self.loop
                 self._save_weights(trainer, self._best_path())
             diag["best_val_loop"] = self.best_loop
+        elif self.cfg.get("select", "last") == "best_val" and self.loop == 0:
+            log.warning("loop.select=best_val: no validation pairs are left (all dropped in formatting?): "
+                        "the last loop's weights will be kept")
         stop_reason = None
         alive = dm.pool_indices()
         if self.loop >= self.cfg.max_loops:
@@ -310,9 +329,11 @@ class SERLoop(Callback):
             groups["labeled"] = [s for pair in dm.labeled for s in pair]  # one pass with the pool
         scored = self._score(trainer, module, groups, "(pool)" if len(groups) == 1 else "(pool, labeled)")
         scores, labeled = scored["pool"], scored.get("labeled")
+        faults.point("pool_scored")
         if self.loop == 0 and self.on_loop0_scored is not None:  # phase reuse: loop 0 before any threshold acts
             self.on_loop0_scored(trainer, dict(diag, label_s=round(time.perf_counter() - t0, 2)),
-                                 {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden},
+                                 {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden,
+                                  **dm.pool_lengths()},
                                  self.state_dict())
         previous = None  # only `consistent` reads the previous loop's pool scores
         prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
@@ -340,7 +361,8 @@ class SERLoop(Callback):
             lab = label(None)
         diag.update(lab.fields, label_s=round(time.perf_counter() - t0, 2))
         if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
-            np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays)
+            lengths = {k: v[lab.arrays["pool_index"]] for k, v in dm.pool_lengths().items()}
+            np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays, **lengths)
         if lab.stop:
             return "stop_status"
         self.apply_labeling(dm, lab)

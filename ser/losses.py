@@ -24,6 +24,9 @@ def centring_penalty(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.
 
 def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, kind: str = "bradley_terry",
                   margin: float = 0.0, centring_coef: float = 0.0) -> torch.Tensor:
+    """The mean loss over the batch's pairs (plus the centring penalty); an empty batch has none."""
+    if r_chosen.numel() == 0:
+        raise ValueError("pairwise_loss got an empty batch (0 pairs): the loss of no pairs is undefined")
     if kind == "bradley_terry":
         loss = bradley_terry_loss(r_chosen, r_rejected, margin)
     elif kind == "margin":

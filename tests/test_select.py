@@ -93,6 +93,8 @@ def test_best_val_selects_and_exports_the_loop_with_the_best_validation_accuracy
 
 
 def test_named_eval_sets_are_scored_every_loop_without_training_prompts(tmp_path):
+    from ser.data.splits import pair_content_key
+
     data = write_pairs(tmp_path / "pairs.jsonl", n=150)
     other = write_pairs(tmp_path / "other.jsonl", n=60, seed=3)
     rows = [json.loads(x) for x in other.read_text().splitlines()]
@@ -113,6 +115,20 @@ def test_named_eval_sets_are_scored_every_loop_without_training_prompts(tmp_path
         assert len(z["other_chosen"]) == len(z["other_rejected"]) == 40
         assert np.mean(z["test_chosen"] > z["test_rejected"]) == pytest.approx(h["test_acc"])
         assert np.mean(z["other_chosen"] > z["other_rejected"]) == pytest.approx(h["other_acc"])
+    # every pair's content key and answer lengths sit beside its scores, aligned with them
+    from ser.data.formats import load_pairs
+
+    by_key = {pair_content_key(r): r for r in load_pairs([str(other)], "auto")[0]}
+    z = np.load(tmp_path / "run" / "ser" / "eval_scores_loop0.npz")
+    keys = z["other_key"]
+    assert keys.dtype == np.uint64 and len(keys) == 40 and len(set(keys.tolist())) == 40
+    for k, cc, rc, ct, rt in zip(keys.tolist(), z["other_chosen_chars"], z["other_rejected_chars"],
+                                 z["other_chosen_tokens"], z["other_rejected_tokens"]):
+        r = by_key[k]  # the key is the content hash of a real row of the file
+        assert (cc, rc) == (len(r["chosen"]), len(r["rejected"]))
+        assert 0 < ct <= cc and 0 < rt <= rc
+    # "same" scores the training file's held-out prompts: its keys are exactly those of val + test
+    assert set(z["same_key"].tolist()) == set(z["test_key"].tolist()) | set(z["val_key"].tolist())
 
 
 @pytest.mark.parametrize("bad, msg", [("loop.select=best", "loop.select='best'"),

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from ser.data.batching import FixedBatches, PairCollator, length_grouped_batches, random_batches
 from ser.data.formats import load_pairs
 from ser.data.formatting import Formatter
-from ser.data.splits import split_pairs
+from ser.data.splits import pair_content_key, split_pairs
 from ser.errors import DataError
 
 log = logging.getLogger("ser.data")
@@ -56,6 +56,9 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.selections: list[dict] = []  # [{"loop": n, "index": [...], "first_is_chosen": [...]}]
         self.include_seed = True
         self._ready = False
+        self._kept_rows: dict[str, list[dict]] = {}  # split -> the rows that survived formatting, in order
+        self._eval_meta: dict[str, np.ndarray] | None = None
+        self._pool_lengths: dict[str, np.ndarray] | None = None
 
     # -- set-up --------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -123,7 +126,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         return kept
 
     def _encode_pairs(self, fmt: Formatter, rows: list[dict], a: str, b: str, split: str, keep_index=False):
-        out = []
+        out, kept = [], []
         for i, r in enumerate(rows):
             ia, wa = fmt.encode(r["prompt"], r[a])
             ib, wb = fmt.encode(r["prompt"], r[b])
@@ -137,6 +140,8 @@ class PreferenceDataModule(pl.LightningDataModule):
                 self.cut[f"dropped_identical_after_cut_{split}"] += 1
                 continue
             out.append((ia, ib, i) if keep_index else (ia, ib))
+            kept.append(i)
+        self._kept_rows[split] = [rows[i] for i in kept]
         return out
 
     def counts(self) -> dict[str, int]:
@@ -146,6 +151,40 @@ class PreferenceDataModule(pl.LightningDataModule):
     def evaluation_sets(self) -> dict[str, list]:
         """Every set scored at each loop's end: test, val (when there is one) and the named eval sets."""
         return {"test": self.test, **({"val": self.val} if self.val else {}), **self.eval_sets}
+
+    def evaluation_metadata(self) -> dict[str, np.ndarray]:
+        """Per evaluation set ``s``, aligned with its pairs: ``{s}_key`` (uint64 content hash of prompt,
+        chosen and rejected: the same pair has the same key in every run, so ``ser report`` knows which
+        runs share test pairs), ``{s}_chosen_chars`` / ``{s}_rejected_chars`` and ``{s}_chosen_tokens`` /
+        ``{s}_rejected_tokens`` (answer lengths, tokens of this model's tokenizer without special
+        tokens, before any cut): what length-controlled accuracy is computed from."""
+        if self._eval_meta is not None:
+            return self._eval_meta
+        out: dict[str, np.ndarray] = {}
+        for name in self.evaluation_sets():
+            rows = self._kept_rows.get(name, [])
+            out[f"{name}_key"] = np.array([pair_content_key(r) for r in rows], dtype=np.uint64)
+            for side in ("chosen", "rejected"):
+                texts = [r[side] for r in rows]
+                out[f"{name}_{side}_chars"] = np.array([len(t) for t in texts], dtype=np.int32)
+                ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+                out[f"{name}_{side}_tokens"] = np.array([len(x) for x in ids], dtype=np.int32)
+        self._eval_meta = out
+        return out
+
+    def pool_lengths(self) -> dict[str, np.ndarray]:
+        """Answer lengths of every pool pair (indexed like the pool): ``a1_chars``, ``a2_chars``,
+        ``a1_tokens``, ``a2_tokens`` (as in :meth:`evaluation_metadata`); saved beside each loop's
+        pool scores so ``ser report`` can show whether self-labelling favours the longer answer."""
+        if self._pool_lengths is None:
+            rows = self._kept_rows.get("pool", [])
+            self._pool_lengths = {}
+            for side in ("a1", "a2"):
+                texts = [r[side] for r in rows]
+                self._pool_lengths[f"{side}_chars"] = np.array([len(t) for t in texts], dtype=np.int32)
+                ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+                self._pool_lengths[f"{side}_tokens"] = np.array([len(x) for x in ids], dtype=np.int32)
+        return self._pool_lengths
 
     def summary_line(self) -> str:
         cut = ", ".join(f"{k}={v}" for k, v in sorted(self.cut.items())) or "none"

@@ -21,6 +21,13 @@ def _prompt_key(messages: list[dict]) -> str:
     return hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest()
 
 
+def pair_content_key(pair: dict) -> int:
+    """A 64-bit hash of a labelled pair's content (prompt messages, chosen, rejected): the same pair
+    gets the same key in every run and every split, whatever its row or prompt id."""
+    text = json.dumps([pair["prompt"], pair["chosen"], pair["rejected"]], sort_keys=True)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
 @dataclasses.dataclass
 class Splits:
     labeled: list[dict]
