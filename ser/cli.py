@@ -7,6 +7,7 @@
     ser best-of-n --policy P --reward-model RM --judge RM   best-of-N sampling, judged the same way
     ser evaluate-rm --model RM (--data FILE | --data-config NAME)   accuracy (CI), subsets, best-of-N,
                                               length bias and calibration of any reward model
+    ser cache list|clear [KEY...] [--kind K] [--older-than DAYS] [--dir DIR]   the phase reuse cache
 
 Subcommands live in ``COMMANDS`` (name -> ``Command``); add new ones there.
 """
@@ -114,6 +115,19 @@ def _evaluate_rm(args: argparse.Namespace) -> int:
     return cli_evaluate_rm(args)
 
 
+# -- cache -------------------------------------------------------------------------------------
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    from ser.reuse import add_cache_args
+
+    add_cache_args(p)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from ser.reuse import cli_cache
+
+    return cli_cache(args)
+
+
 # -- the subcommands ---------------------------------------------------------------------------
 COMMANDS: dict[str, Command] = {
     "report": Command(
@@ -146,6 +160,12 @@ COMMANDS: dict[str, Command] = {
                     "accuracy for rows with several rejected answers (RewardBench 2), accuracy split by whether the "
                     "chosen answer is the longer one, and the calibration error of sigmoid(r_chosen - r_rejected).",
         configure=_evaluate_rm_args, run=_evaluate_rm),
+    "cache": Command(
+        help="list or clear the phase reuse cache (reuse.dir)",
+        description="list: one line per entry (kind, key, size, when published, model/data/seed, valid or not) "
+                    "and the total; clear: remove all entries, or those of --kind, --older-than DAYS or the KEYs "
+                    "given, and print what it freed. Entries a run is computing or reading are kept.",
+        configure=_cache_args, run=_cache),
 }
 
 

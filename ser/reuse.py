@@ -1,8 +1,6 @@
 """Phase reuse across runs: work that does not depend on the swept values is done once.
 
-Two things are cached, each under a key computed from everything it depends on (:func:`phase_key`:
-the resolved config that reaches it, a digest of every data file it reads, and a digest of the
-``ser`` source, so edited code never reuses stale work):
+Two things are cached, each under a key computed from everything it depends on:
 
 - ``whole``: a phase without self-labeling (the full-data baseline, or a seed-only run): its
   results, per-pair evaluation scores and exported reward model. Thresholds and ``loop.max_loops``
@@ -13,35 +11,74 @@ the resolved config that reaches it, a digest of every data file it reads, and a
   thresholds (``ser.loop.label_pool``) and resumes from the checkpoint, which is the path a
   killed-and-resumed run takes, so it ends with exactly the selections and accuracies of a cold run.
 
+The key (:func:`key_parts`, a dict of named parts, hashed by :func:`key_of`) covers: the resolved
+config that reaches the phase (model, data, loss, optimiser, trainer, the loop settings of loop 0;
+never the thresholds), every local data file by its path relative to the data root (absolute when
+outside it) and its content digest, the weights' identity (a local folder: the content digest of its
+weight, config and tokenizer files; an offline package copy: package and version; a hub id: the
+configured revision, else the id) and the tokenizer's, the hub data sets' ids and revisions, the
+versions of python, torch, transformers, lightning, peft, datasets, numpy, tokenizers and
+safetensors (the default cache is shared by every virtual env of the user), the numerics (the
+precision actually used, torch's thread count, the CPU capability and the ``ONEDNN_MAX_CPU_ISA`` /
+``ATEN_CPU_CAPABILITY`` caps, the CUDA device), and a digest of the ``ser`` source, so edited code
+never reuses stale work. The parts are written to each entry's ``meta.json``: diff two of them to
+see why two runs did or did not share.
+
+Each entry is published with a manifest (``manifest.json``: every file's size and sha256) and is
+checked against it before use (:func:`check_entry`, sizes and sha256: 0.4 s for a 0.3 GB loop-0
+entry in the page cache, 0.9 s from disk, on 2 EPYC cores; publishing it takes 0.9 s); a missing,
+truncated or changed file, a half-written entry or one without a manifest (an older format) is
+logged in one line, removed and recomputed, never loaded.
+
 Compute-once: the first run to need an entry holds an exclusive lock on it (``fcntl.flock``, freed
 by the OS if the process dies) until it has published it; another run wanting the same entry waits,
 then reuses it. Entries are written to a temporary folder and renamed into place. ``reuse.enabled
 =false`` switches it off; ``reuse.dir`` (default ``$SER_REUSE_DIR``, else ``$SER_CACHE_DIR/phases``, else
 ``~/.cache/ser/phases``)
 holds the entries: a MiniLM loop-0 entry is ~0.3 GB (weights + AdamW state), a full entry ~0.1 GB.
+``ser cache list`` shows them (kind, key, size, age, model/data/seed, valid or not) and ``ser cache
+clear`` removes them (all, ``--kind``, ``--older-than DAYS`` or given keys).
 """
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
+import platform
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from ser import faults
 from ser.data import resolve_data_path
+from ser.data.formats import DATA_DIR_ENV
 
 log = logging.getLogger("ser.reuse")
 PACKAGE = Path(__file__).resolve().parent
-#: trainer keys that change what is shown, not what is computed
-_DISPLAY_KEYS = {"enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir"}
+KINDS = ("whole", "loop0")
+MANIFEST = "manifest.json"
+#: trainer keys that change what is shown, not what is computed (precision: its resolved value is
+#: in the numerics part, so ``auto`` and the value it resolves to share)
+_DISPLAY_KEYS = {"enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir", "precision"}
+#: installed distributions whose version can change a result
+LIBRARIES = ("torch", "transformers", "pytorch-lightning", "peft", "datasets", "numpy", "tokenizers", "safetensors")
+#: files of a model folder that from_pretrained reads (weights, config, tokenizer), at its top level
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".txt", ".model", ".tiktoken")
 
+
+# --------------------------------------------------------------------------------------------
+# The key
+# --------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=1)
 def source_digest() -> str:
@@ -53,45 +90,155 @@ def source_digest() -> str:
     return h.hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))[:16]
 
 
 def file_digest(path: Path) -> str:
+    """Content digest of a file, read once per process while its size and mtime stay the same."""
     st = path.stat()
     return _file_digest(str(path), st.st_size, st.st_mtime_ns)
 
 
-def data_files(dcfg: DictConfig) -> list[Path]:
-    """Every local file a data config reads: its files, test files and evaluation sets' files."""
-    files = [*(dcfg.get("files") or []), *(dcfg.get("test_files") or [])]
-    for spec in (dcfg.get("eval_sets") or {}).values():
-        files += [*(spec.get("test_files") or spec.get("files") or [])]
-    return [resolve_data_path(f, dcfg.get("data_dir")) for f in files]
+def data_sources(dcfg: DictConfig) -> dict[str, tuple[list[str], str | None]]:
+    """Where a data config names local files -> (those files, the data root they are read under),
+    as the DataModule reads them: its files, test files, and each evaluation set's files."""
+    root = dcfg.get("data_dir") or os.environ.get(DATA_DIR_ENV)
+    out = {"files": (list(dcfg.get("files") or []), root), "test_files": (list(dcfg.get("test_files") or []), root)}
+    for name, spec in (dcfg.get("eval_sets") or {}).items():
+        files = spec.get("test_files") or spec.get("files") or []
+        out[f"eval_sets.{name}"] = (list(files), spec.get("data_dir") or root)
+    return {where: src for where, src in out.items() if src[0]}
+
+
+def path_under_root(path: Path, root: str | None) -> str:
+    """``path`` relative to the data root when it lies under it (a key shared across machines that
+    keep the data elsewhere), else absolute."""
+    path = Path(os.path.abspath(path))
+    if root:
+        with contextlib.suppress(ValueError):
+            return str(path.relative_to(os.path.abspath(os.path.expanduser(root))))
+    return str(path)
+
+
+def data_file_digests(dcfg: DictConfig) -> dict[str, dict[str, str]]:
+    """Where -> {path under the data root: content digest} of every local file a data config reads."""
+    out = {}
+    for where, (files, root) in data_sources(dcfg).items():
+        paths = [resolve_data_path(f, root) for f in files]
+        out[where] = {path_under_root(p, root): file_digest(p) for p in paths}
+    return out
+
+
+def hub_data(dcfg: DictConfig) -> dict[str, dict]:
+    """The hub data sets a data config (and its evaluation sets) reads, id and revision: those
+    without local files (local files win, as in ``ser.data.load_pairs``)."""
+    specs = {"data": (dcfg, dcfg.get("files"))}
+    for name, spec in (dcfg.get("eval_sets") or {}).items():
+        specs[f"eval_sets.{name}"] = (spec, spec.get("test_files") or spec.get("files"))
+    return {where: {"id": s.get("hub_id"), "revision": s.get("hub_revision")}
+            for where, (s, local) in specs.items() if s.get("hub_id") and not local}
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    return {"python": platform.python_version(), **{name: package_version(name) for name in LIBRARIES}}
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """File name -> content digest of a model folder's weight, config and tokenizer files."""
+    return {f.name: file_digest(f) for f in sorted(folder.iterdir()) if f.is_file() and f.suffix in MODEL_FILE_SUFFIXES}
+
+
+def files_identity(mcfg: DictConfig) -> dict:
+    """What identifies the files at ``mcfg.name_or_path``, found as ``ser.model.resolve_pretrained``
+    finds them: a local folder by its content, an offline package copy by package and version, a hub
+    id by its configured revision (else the id alone)."""
+    from ser.model import resolve_pretrained
+
+    src = resolve_pretrained(mcfg)
+    if not Path(src).is_dir():
+        return {"hub": src, "revision": mcfg.get("revision")}
+    if Path(os.path.expanduser(mcfg.name_or_path)).is_dir():
+        return {"folder": folder_digest(Path(src))}
+    off = mcfg.offline
+    return {"package": off.package, "version": package_version(off.package), "subdir": off.get("subdir"),
+            "gguf_file": off.get("gguf_file")}
+
+
+def numerics(trainer: DictConfig) -> dict:
+    """What makes the same computation round differently: the precision actually used, torch's
+    thread count (reduction order), the CPU capability and its caps, and the CUDA device."""
+    import torch
+
+    from ser.precision import resolve_precision, uses_cuda
+
+    precision = str(trainer.get("precision") or "32-true")
+    if precision == "auto":
+        precision = resolve_precision(precision, trainer.get("accelerator")).precision
+    out = {"precision": precision, "threads": torch.get_num_threads(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+           "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY")}
+    if uses_cuda(trainer.get("accelerator")) and torch.cuda.is_available():
+        out["cuda_device"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def key_parts(cfg: DictConfig, kind: str) -> dict:
+    """Everything a ``whole`` phase or a SER phase's ``loop0`` depends on, by name."""
+    container = functools.partial(OmegaConf.to_container, resolve=True)
+    trainer = {k: v for k, v in container(cfg.trainer).items() if k not in _DISPLAY_KEYS}
+    data = container(cfg.data)
+    data.pop("data_dir", None)  # where the files are does not matter: their paths under it and content do
+    for spec in (data.get("eval_sets") or {}).values():
+        if isinstance(spec, dict):
+            spec.pop("data_dir", None)
+    return {
+        "kind": kind, "seed": cfg.seed, "labeled_fraction": cfg.labeled_fraction, "export": cfg.export,
+        "model": container(cfg.model), "data": data,
+        "loss": container(cfg.loss), "optim": container(cfg.optim),
+        "trainer": trainer, "float32_matmul_precision": cfg.get("float32_matmul_precision"),
+        # what of the loop reaches loop 0 (or a phase without loops); never the thresholds
+        "loop": {k: cfg.loop.get(k) for k in ("epochs_per_loop", "score_batch_size", "restart_from_seed", "select")},
+        "data_files": data_file_digests(cfg.data),
+        "hub_data": hub_data(cfg.data),
+        # random weights are made from model.config and model.init_seed, both in the key
+        "weights": {"random_init": True} if cfg.model.get("random_init") else files_identity(cfg.model),
+        "tokenizer": files_identity(cfg.model.get("tokenizer") or cfg.model),
+        "libraries": library_versions(),
+        "numerics": numerics(cfg.trainer),
+        "source": source_digest(),
+    }
+
+
+def key_of(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def phase_key(cfg: DictConfig, kind: str) -> str:
     """The content key of a ``whole`` phase or a SER phase's ``loop0``."""
-    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in _DISPLAY_KEYS}
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    data.pop("data_dir", None)  # where the files are does not matter, their content does
-    parts = {
-        "kind": kind, "seed": cfg.seed, "labeled_fraction": cfg.labeled_fraction, "export": cfg.export,
-        "model": OmegaConf.to_container(cfg.model, resolve=True), "data": data,
-        "loss": OmegaConf.to_container(cfg.loss, resolve=True), "optim": OmegaConf.to_container(cfg.optim, resolve=True),
-        "trainer": trainer, "float32_matmul_precision": cfg.get("float32_matmul_precision"),
-        # what of the loop reaches loop 0 (or a phase without loops); never the thresholds
-        "loop": {k: cfg.loop.get(k) for k in ("epochs_per_loop", "score_batch_size", "restart_from_seed", "select")},
-        "files": {f.name: file_digest(f) for f in data_files(cfg.data)},
-        "source": source_digest(),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return key_of(key_parts(cfg, kind))
 
+
+# --------------------------------------------------------------------------------------------
+# Entries
+# --------------------------------------------------------------------------------------------
 
 def default_dir() -> Path:
     """``$SER_REUSE_DIR``, else ``$SER_CACHE_DIR/phases``, else ``~/.cache/ser/phases``."""
@@ -100,8 +247,57 @@ def default_dir() -> Path:
     return Path(os.environ.get("SER_CACHE_DIR", Path.home() / ".cache" / "ser")) / "phases"
 
 
+def entry_files(folder: Path) -> list[Path]:
+    """The files of an entry the manifest lists (all but the manifest and the ``done`` marker)."""
+    return [f for f in sorted(folder.rglob("*"))
+            if f.is_file() and str(f.relative_to(folder)) not in ("done", MANIFEST)]
+
+
+def write_manifest(folder: Path) -> None:
+    files = {str(f.relative_to(folder)): {"size": f.stat().st_size, "sha256": sha256_file(f)}
+             for f in entry_files(folder)}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def check_entry(entry: Path, digests: bool = True) -> str | None:
+    """What is wrong with an entry, in a few words; None when it is complete and every file is as
+    published (its size, and with ``digests`` its sha256, as the manifest says)."""
+    if not (entry / "done").exists():
+        return "half-written (no 'done' marker)"
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return "no manifest (published by an older ser)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    for rel, want in manifest.items():
+        f = entry / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != want["size"]:
+            return f"{rel} has {f.stat().st_size} bytes, {want['size']} were published (truncated?)"
+    if digests:
+        for rel, want in manifest.items():
+            if sha256_file(entry / rel) != want["sha256"]:
+                return f"{rel} differs from what was published (sha256)"
+    return None
+
+
+@dataclass
+class EntryInfo:
+    """One entry (or a temporary folder a publish left) as ``ser cache list`` shows it."""
+
+    kind: str
+    key: str
+    path: Path
+    size: int
+    created: float  # seconds since the epoch
+    meta: dict
+    problem: str | None
+
+
 class PhaseCache:
-    """Entries ``<dir>/<kind>/<key>/`` (complete when ``done`` exists) and their locks."""
+    """Entries ``<dir>/<kind>/<key>/`` (usable when :func:`check_entry` finds nothing wrong) and their locks."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(os.path.expanduser(str(root))) if root else default_dir()
@@ -110,45 +306,100 @@ class PhaseCache:
         return self.root / kind / key
 
     def ready(self, kind: str, key: str) -> Path | None:
+        """The entry when it is complete and as published; an invalid one is logged, removed and
+        None returned, so the caller recomputes it (call it holding the entry's lock)."""
         e = self.entry(kind, key)
-        return e if (e / "done").exists() else None
+        if not e.exists():
+            return None
+        problem = check_entry(e)
+        if problem is None:
+            return e
+        log.warning("reuse: entry %s is invalid (%s): removed, computing it again", e, problem)
+        shutil.rmtree(e, ignore_errors=True)
+        return None
 
     @contextlib.contextmanager
-    def lock(self, kind: str, key: str) -> Iterator[None]:
-        """Exclusive while held; waits for another process computing the same entry."""
+    def lock(self, kind: str, key: str, wait: bool = True) -> Iterator[bool]:
+        """Exclusive while held; waits for another process computing the same entry (``wait=False``:
+        yields False at once instead)."""
         path = self.root / kind / f"{key}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
                 log.info("waiting for another run computing %s %s", kind, key)
                 fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                yield
+                yield True
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def publish(self, kind: str, key: str, files: dict[str, Path], meta: dict) -> Path:
-        """Copy ``files`` (name -> file or folder) into the entry, atomically."""
+        """Copy ``files`` (name -> file or folder) into the entry with ``meta.json`` and the
+        manifest, atomically (``done`` is written last, then the folder renamed into place). Call it
+        holding the entry's lock: a temporary folder of the same key is then one a killed run left."""
         final = self.entry(kind, key)
+        for stale in final.parent.glob(f".{key}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name, src in files.items():
             if Path(src).is_dir():
                 shutil.copytree(src, tmp / name)
             else:
                 shutil.copy2(src, tmp / name)
+        faults.point("publish")  # tests kill here: the files copied, no manifest, no ``done``
+        meta = {"kind": kind, "key": key, "created": datetime.datetime.now().isoformat(timespec="seconds"), **meta}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        write_manifest(tmp)
         (tmp / "done").write_text("")
-        if final.exists():  # a stale partial entry (no "done": ready() never returned it)
+        if final.exists():  # an invalid entry (ready() never returned it)
             shutil.rmtree(final)
         tmp.rename(final)
         return final
 
+    def entries(self, digests: bool = False) -> list[EntryInfo]:
+        """Every entry, and every temporary folder a publish left, oldest first."""
+        out = []
+        for kind_dir in sorted(p for p in self.root.glob("*") if p.is_dir()):
+            for e in sorted(p for p in kind_dir.iterdir() if p.is_dir()):
+                if e.name.startswith("."):  # .<key>.tmp-<pid>: a publish under way, or one that died
+                    key, problem = e.name[1:].split(".tmp-")[0], "temporary folder of a publish (under way or died)"
+                else:
+                    key, problem = e.name, check_entry(e, digests)
+                try:
+                    meta = json.loads((e / "meta.json").read_text())
+                except (OSError, ValueError):
+                    meta = {}
+                try:
+                    size = sum(f.stat().st_size for f in e.rglob("*") if f.is_file())
+                    created = (e / "done").stat().st_mtime if (e / "done").exists() else e.stat().st_mtime
+                except FileNotFoundError:  # removed or renamed into place meanwhile by a run
+                    continue
+                out.append(EntryInfo(kind_dir.name, key, e, size, created, meta, problem))
+        return sorted(out, key=lambda i: i.created)
 
-def copy_entry(entry: Path, dest: Path, skip: tuple[str, ...] = ("done", "meta.json")) -> None:
+    def remove(self, info: EntryInfo) -> bool:
+        """Remove an entry unless a run holds its lock (computing or reading it); True if removed."""
+        with self.lock(info.kind, info.key, wait=False) as held:
+            if held:
+                shutil.rmtree(info.path, ignore_errors=True)
+            return held
+
+
+def entry_meta(phase_dir: Path, parts: dict | None) -> dict:
+    """An entry's ``meta.json``: where it came from, what ``ser cache list`` shows, and the key's parts."""
+    parts = parts or {}
+    return {"from": str(phase_dir), "model": (parts.get("model") or {}).get("name"),
+            "data": (parts.get("data") or {}).get("name"), "seed": parts.get("seed"),
+            "source": source_digest(), "key_parts": parts}
+
+
+def copy_entry(entry: Path, dest: Path, skip: tuple[str, ...] = ("done", "meta.json", MANIFEST)) -> None:
     """Copy an entry's files into a phase folder."""
     dest.mkdir(parents=True, exist_ok=True)
     for f in entry.iterdir():
@@ -173,8 +424,8 @@ def _phase_files(phase_dir: Path) -> dict[str, Path]:
     return files
 
 
-def publish_whole(cache: PhaseCache, key: str, phase_dir: Path) -> None:
-    entry = cache.publish("whole", key, _phase_files(phase_dir), {"from": str(phase_dir), "source": source_digest()})
+def publish_whole(cache: PhaseCache, key: str, phase_dir: Path, parts: dict | None = None) -> None:
+    entry = cache.publish("whole", key, _phase_files(phase_dir), entry_meta(phase_dir, parts))
     log.info("published %s phase %s to %s", phase_dir.name, key, entry)
 
 
@@ -198,8 +449,8 @@ class Loop0Publisher:
     thresholds act), save the checkpoint, the raw scores and the SER callback's state into the
     cache, then free its lock."""
 
-    def __init__(self, cache: PhaseCache, key: str, phase_dir: Path, release):
-        self.cache, self.key, self.phase_dir, self.release = cache, key, phase_dir, release
+    def __init__(self, cache: PhaseCache, key: str, phase_dir: Path, release, parts: dict | None = None):
+        self.cache, self.key, self.phase_dir, self.release, self.parts = cache, key, phase_dir, release, parts
 
     def __call__(self, trainer, diag: dict, scores: dict, loop_state: dict) -> None:
         import numpy as np
@@ -213,7 +464,7 @@ class Loop0Publisher:
             for name in ("eval_scores_loop0.npz", "seed_weights.pt", "best_val_weights.pt"):
                 if (self.phase_dir / name).exists():
                     files[name] = self.phase_dir / name
-            entry = self.cache.publish("loop0", self.key, files, {"from": str(self.phase_dir), "source": source_digest()})
+            entry = self.cache.publish("loop0", self.key, files, entry_meta(self.phase_dir, self.parts))
             shutil.rmtree(tmp, ignore_errors=True)
             print(f"[{self.phase_dir.name}] published loop 0 as {self.key} at {entry}", flush=True)
         trainer.strategy.barrier("ser_reuse_publish")
@@ -265,8 +516,9 @@ def resume_from_loop0(entry: Path, cfg: DictConfig, phase_dir: Path, key: str) -
     ck["callbacks"][_state_key(ck["callbacks"], "SERLoop")] = cb
     ck[_state_key(ck, "PreferenceDataModule")] = dm_state
     phase_dir.mkdir(parents=True, exist_ok=True)
-    copy_entry(entry, phase_dir, skip=("done", "meta.json", "loop0.ckpt", "loop0.json", "loop0_scores.npz"))
-    np.savez_compressed(phase_dir / "pool_scores_loop0.npz", **lab.arrays)
+    copy_entry(entry, phase_dir, skip=("done", "meta.json", MANIFEST, "loop0.ckpt", "loop0.json", "loop0_scores.npz"))
+    lengths = {k: sc[k][lab.arrays["pool_index"]] for k in ("a1_chars", "a2_chars", "a1_tokens", "a2_tokens") if k in sc}
+    np.savez_compressed(phase_dir / "pool_scores_loop0.npz", **lab.arrays, **lengths)
     (phase_dir / "loops.jsonl").write_text(json.dumps(diag) + "\n")
     (phase_dir / "checkpoints").mkdir(exist_ok=True)
     torch.save(ck, phase_dir / "checkpoints" / "last.ckpt.tmp")
@@ -288,3 +540,64 @@ def restore_finished(last: Path, module, loop, dm) -> bool:
     loop.load_state_dict(cb)
     dm.load_state_dict(ck[_state_key(ck, "PreferenceDataModule")])
     return True
+
+
+# --------------------------------------------------------------------------------------------
+# ser cache list | clear
+# --------------------------------------------------------------------------------------------
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def entry_line(info: EntryInfo) -> str:
+    """``loop0  <key>  312.4 MB  2026-12-01 10:22  minilm/hh_rlhf seed 0  valid``"""
+    m = info.meta
+    what = f"{m.get('model') or '?'}/{m.get('data') or '?'} seed {m.get('seed', '?')}"
+    when = datetime.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M")
+    state = "valid" if info.problem is None else f"INVALID: {info.problem}"
+    return f"{info.kind:<6} {info.key:<20}  {human_size(info.size):>9}  {when}  {what}  {state}"
+
+
+def add_cache_args(p) -> None:
+    p.add_argument("action", choices=("list", "clear"), help="list the entries, or remove them")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="only these entries (default: all); right after list/clear")
+    p.add_argument("--dir", default=None, help="the cache folder (default: reuse.dir's default: $SER_REUSE_DIR, "
+                                               "else $SER_CACHE_DIR/phases, else ~/.cache/ser/phases)")
+    p.add_argument("--kind", choices=KINDS, help="only entries of this kind")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="only entries published more than DAYS ago")
+    p.add_argument("--verify", action="store_true",
+                   help="list: also check every file's sha256 against the manifest (reads every entry; "
+                        "sizes are always checked)")
+
+
+def cli_cache(args) -> int:
+    """``ser cache list|clear``: one line per selected entry, then the total."""
+    cache = PhaseCache(args.dir)
+    if not cache.root.is_dir():
+        print(f"no phase cache at {cache.root}")
+        return 0
+    now = time.time()
+    chosen = [i for i in cache.entries(digests=args.verify)
+              if (not args.kind or i.kind == args.kind) and (not args.keys or i.key in args.keys)
+              and (args.older_than is None or now - i.created > args.older_than * 86400)]
+    if args.action == "list":
+        for info in chosen:
+            print(entry_line(info))
+        bad = sum(i.problem is not None for i in chosen)
+        print(f"total: {len(chosen)} entries, {human_size(sum(i.size for i in chosen))}"
+              f"{f' ({bad} invalid)' if bad else ''} in {cache.root}")
+        return 0
+    freed = removed = 0
+    for info in chosen:
+        if cache.remove(info):
+            freed, removed = freed + info.size, removed + 1
+            print(f"removed {info.kind} {info.key} ({human_size(info.size)})")
+        else:
+            print(f"kept {info.kind} {info.key}: a run is computing or reading it (clear it when that run is done)")
+    print(f"freed {human_size(freed)} ({removed} entries) in {cache.root}")
+    return 0

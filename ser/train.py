@@ -32,8 +32,8 @@ from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table
 from ser.tracking import PhaseLogger, finish, is_wandb, job_logger
 from ser.report.paired import run_outcomes, run_statistics
-from ser.reuse import (Loop0Publisher, PhaseCache, phase_key, publish_whole, restore_finished, resume_from_loop0,
-                       reuse_whole)
+from ser.reuse import (Loop0Publisher, PhaseCache, key_of, key_parts, publish_whole, restore_finished,
+                       resume_from_loop0, reuse_whole)
 
 log = logging.getLogger("ser")
 
@@ -90,20 +90,22 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
         return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
     cache = PhaseCache(cfg.reuse.get("dir"))
     if cfg.loop.max_loops == 0:  # the whole phase (full-data baseline, seed-only run)
-        key = phase_key(cfg, "whole")
+        parts = key_parts(cfg, "whole")
+        key = key_of(parts)
         with cache.lock("whole", key):
             entry = cache.ready("whole", key)
             if entry is not None:
                 return reuse_whole(entry, phase_dir, key)
             result = _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
-            publish_whole(cache, key, phase_dir)
+            publish_whole(cache, key, phase_dir, parts)
             return result
     if (phase_dir / "checkpoints" / "last.ckpt").exists():  # this run's own progress first
         return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
     if cfg.get("selection") is not None and cfg.selection.get("mc_passes", 0) > 0:
         log.info("selection.mc_passes > 0: loop 0 is not reused (its dropout passes are not cached)")
         return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
-    key = phase_key(cfg, "loop0")
+    parts = key_parts(cfg, "loop0")
+    key = key_of(parts)
     with contextlib.ExitStack() as held:
         held.enter_context(cache.lock("loop0", key))
         entry = cache.ready("loop0", key)
@@ -111,7 +113,7 @@ def fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = None
             resume_from_loop0(entry, cfg, phase_dir, key)
             held.close()
             return _fit_phase(cfg, phase_dir, progress, job_phases, tracker)
-        publisher = Loop0Publisher(cache, key, phase_dir, release=held.close)
+        publisher = Loop0Publisher(cache, key, phase_dir, release=held.close, parts=parts)
         return _fit_phase(cfg, phase_dir, progress, job_phases, tracker, on_loop0_scored=publisher)
 
 
