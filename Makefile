@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - installs, then runs the main SER job and prints its results table
-#   make test   - installs, then runs the test suite
+#   make test   - installs, then runs the test suite (and its numerics tests under the AVX2 caps)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -26,8 +26,19 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m ser.train experiment=ser_hh_minilm
 
+# The whole suite on this CPU's own kernels, then the numerics-sensitive tests (training, PPO, loop,
+# resume: `-m numerics`) again with oneDNN and ATen capped at AVX2, so every run checks two
+# instruction sets (skipped where the CPU is AVX2 at most: the caps would change nothing).
+AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 test: install
 	$(PY) -m pytest -q
+	@cap=$$($(PY) -c 'import torch; print(torch.backends.cpu.get_cpu_capability())'); \
+	if [ -n "$$ATEN_CPU_CAPABILITY$$ONEDNN_MAX_CPU_ISA" ] || [ "$$cap" = "AVX2" ] || [ "$$cap" = "DEFAULT" ]; then \
+	  echo "numerics tests under the AVX2 caps: skipped (ATen capability $$cap, caps '$$ATEN_CPU_CAPABILITY$$ONEDNN_MAX_CPU_ISA')"; \
+	else \
+	  echo "numerics tests again under the AVX2 caps ($(AVX2_CAPS); native ATen capability $$cap)"; \
+	  $(AVX2_CAPS) $(PY) -m pytest -q -m numerics; \
+	fi
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -19,6 +19,9 @@ from tests.conftest import ROOT, compose
 from tests.loop_utils import selections
 from tests.synthetic import tiny_overrides, write_pairs
 
+# numerics-sensitive: `make test` runs this file a second time under the AVX2 caps
+pytestmark = pytest.mark.numerics
+
 
 def test_status_moves_easy_then_hard_then_stop(tmp_path, monkeypatch):
     """A fake scorer gives easy pairs p=.88/.12, hard pairs .90/.50 (gap .40, not easy), flat .5/.5."""

@@ -15,6 +15,9 @@ from ser.ppo import PPOConfigError, RewardScorer, left_pad, response_forward, re
 from tests.conftest import CONF, compose
 from tests.synthetic import tiny_overrides, write_pairs
 
+# numerics-sensitive: `make test` runs this file a second time under the AVX2 caps
+pytestmark = pytest.mark.numerics
+
 PLAIN = "Question: {q}\n\nAnswer: {a}"
 
 
