@@ -5,6 +5,7 @@
     ser ppo [HYDRA OVERRIDES...]              same as ``python -m ser.ppo OVERRIDES...``
     ser evaluate-policy --run PPO_DIR --judge RM   win rate of a PPO policy against its start
     ser best-of-n --policy P --reward-model RM --judge RM   best-of-N sampling, judged the same way
+    ser bundle RUN_OR_SWEEP_DIR BUNDLE_DIR    the runs' small files (no weights), for publishing
     ser evaluate-rm --model RM (--data FILE | --data-config NAME)   accuracy (CI), subsets, best-of-N,
                                               length bias and calibration of any reward model
     ser cache list|clear [KEY...] [--kind K] [--older-than DAYS] [--dir DIR]   the phase reuse cache
@@ -39,12 +40,18 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                    help="a run folder (outputs/train/...), a Hydra multirun folder, or any folder holding runs")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="where report.md, runs.csv and the PNG figures go (default: RUN_OR_SWEEP_DIR/report)")
+    p.add_argument("--n-boot", type=int, default=None, metavar="N",
+                   help="bootstrap resamples of every CI in the report (default: ser.significance.N_BOOT, 10000)")
+    p.add_argument("--power", action="store_true",
+                   help="add a table of the test pairs x seeds needed to detect a +2 and a +4 point SER gain with "
+                        "80%% power, from the measured per-pair variance and seed spread of these runs")
 
 
 def _report(args: argparse.Namespace) -> int:
     from ser.report import write_report
+    from ser.significance import N_BOOT
 
-    write_report(args.path, args.out)
+    write_report(args.path, args.out, n_boot=args.n_boot or N_BOOT, power=args.power)
     return 0
 
 
@@ -128,6 +135,22 @@ def _cache(args: argparse.Namespace) -> int:
     return cli_cache(args)
 
 
+# -- bundle ------------------------------------------------------------------------------------
+def _bundle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="RUN_OR_SWEEP_DIR", help="a run folder or a sweep folder")
+    p.add_argument("out", metavar="BUNDLE_DIR", help="where the runs' small files go (e.g. docs/results/NAME/runs)")
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from ser.bundle import write_bundle
+
+    runs = write_bundle(args.path, args.out)
+    size = sum(f.stat().st_size for r in runs for f in r.rglob("*") if f.is_file())
+    print(f"bundled {len(runs)} finished runs into {args.out} ({size / 1e6:.1f} MB); `ser report {args.out}` "
+          "regenerates their tables")
+    return 0
+
+
 # -- the subcommands ---------------------------------------------------------------------------
 COMMANDS: dict[str, Command] = {
     "report": Command(
@@ -166,6 +189,12 @@ COMMANDS: dict[str, Command] = {
                     "and the total; clear: remove all entries, or those of --kind, --older-than DAYS or the KEYs "
                     "given, and print what it freed. Entries a run is computing or reading are kept.",
         configure=_cache_args, run=_cache),
+    "bundle": Command(
+        help="copy the small files of finished runs (results, loops, per-pair scores; no weights) for publishing",
+        description="Copy results.json, loops.jsonl and the eval/pool score .npz files of every finished run under "
+                    "RUN_OR_SWEEP_DIR into BUNDLE_DIR, keeping the run folder names: `ser report BUNDLE_DIR` then "
+                    "regenerates the same tables without the run folders (ser/bundle.py).",
+        configure=_bundle_args, run=_bundle),
 }
 
 
