@@ -87,6 +87,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be >= 0 (a fraction < 1 or a step count)")
     if cfg.data.overlength not in ("truncate", "drop"):
         raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
+    if cfg.data.get("html", "text") not in ("text", "keep"):
+        raise ConfigError(f"data.html='{cfg.data.html}' must be text (HTML rendered to Markdown) or keep")
+    if cfg.data.get("pairs_per_prompt") is not None and cfg.data.pairs_per_prompt < 1:
+        raise ConfigError(f"data.pairs_per_prompt={cfg.data.pairs_per_prompt} must be >= 1 (or null: every pair)")
     if cfg.get("ppo") is not None and cfg.ppo.get("enabled"):
         validate_ppo(cfg.ppo)
     if not cfg.data.files and not cfg.data.hub_id:

@@ -25,6 +25,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from ser import faults
+from ser import length_control as lc
 from ser import status as st
 from ser.calibration import cross_fitted
 from ser.model import score_sequences
@@ -56,12 +57,18 @@ class Labeling:
 
 def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray, hidden: np.ndarray,
                th: st.Thresholds, centring: str, scaling: str, selection=None, val: dict | None = None,
-               previous: dict | None = None, mc: np.ndarray | None = None) -> Labeling:
+               previous: dict | None = None, mc: np.ndarray | None = None,
+               lengths: dict[str, np.ndarray] | None = None) -> Labeling:
     """Self-label the pool from its scores (``[a1 of every alive pair..., a2 ...]``) and the labeled
     pairs' scores: centre and scale, p = sigmoid, then the learning status and its selection
     (``selection.strategy=status``, the paper) or a confidence strategy (``ser.selection``, from
     this loop's validation scores ``val`` and the ``previous`` loop's pool scores). Pure: a run
-    reusing a cached loop 0 labels the cached scores with its own thresholds through this."""
+    reusing a cached loop 0 labels the cached scores with its own thresholds through this.
+
+    ``lengths``: the answer lengths of the whole pool (``a1_tokens``, ``a2_tokens``, ...; indexed
+    like ``hidden``): the RM's preference for the longer answer on the pool and its kept pairs goes
+    to the diagnostics, and ``selection.length_balance`` needs them (it then keeps as many pairs
+    whose chosen-by-RM answer is the longer as the shorter: ``ser.length_control.balance_by_length``)."""
     n = len(alive)
     bad = int(np.sum(~np.isfinite(scores)))
     if bad:
@@ -90,6 +97,20 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
         index, first = cs.index, np.asarray(cs.first_is_chosen)
         status = strategy.upper() if len(index) else st.Status.STOP.name
         extra = cs.fields
+    unbalanced = None
+    if selection is not None and selection.get("length_balance", False):  # after the strategy, any strategy
+        if lengths is None:
+            raise ValueError("selection.length_balance needs the pool's answer lengths")
+        index = np.asarray(index, dtype=np.int64)
+        margin = np.abs(p1 - p2) if strategy == "status" else np.abs(scores[:n] - scores[n:])
+        keep = lc.balance_by_length(first, margin[index], lengths["a1_tokens"][alive][index],
+                                    lengths["a2_tokens"][alive][index])
+        unbalanced = index
+        index, first = index[keep], first[keep]
+        extra = {**extra, "length_balance_dropped": int(np.sum(~keep))}
+    if lengths is not None:
+        extra = {**extra, **lc.pool_fields(scores[:n], scores[n:], lengths["a1_tokens"][alive],
+                                           lengths["a2_tokens"][alive], index, first, hidden[alive])}
     counts, edges = st.gap_histogram(p1, p2)
     pool_index = alive[index]
     fields = {
@@ -104,6 +125,8 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
               "hidden_a1_better": hidden[alive], "kept": np.asarray(index, dtype=np.int64)}
     if mc is not None:
         arrays["mc_agreement"] = np.asarray(mc, dtype=np.float32)
+    if unbalanced is not None:  # what the strategy kept before selection.length_balance
+        arrays["kept_unbalanced"] = np.asarray(unbalanced, dtype=np.int64)
     stop = status == st.Status.STOP.name or len(index) == 0
     return Labeling(fields, pool_index, first, stop, arrays)
 
@@ -200,6 +223,11 @@ class SERLoop(Callback):
             self.out_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(self.out_dir / f"eval_scores_loop{self.loop}.npz", **arrays)
         out = {f"{name}_acc": chosen_wins(v) for name, v in s.items()}
+        if "test" in s:  # length control in tokens, the direction of the training labels (ser.length_control)
+            meta, n = trainer.datamodule.evaluation_metadata(), len(s["test"]) // 2
+            direction = trainer.datamodule.labeled_length_direction()["tokens"]["direction"]
+            out.update(lc.loop_test_fields(s["test"][:n], s["test"][n:], meta["test_chosen_tokens"],
+                                           meta["test_rejected_tokens"], direction))
         if "val" in s:  # calibration of the pairwise confidence, cross-fitted on validation
             n = len(s["val"]) // 2
             self._val = {"val_chosen": s["val"][:n], "val_rejected": s["val"][n:]}
@@ -340,14 +368,15 @@ class SERLoop(Callback):
         if self.selection is not None and self.selection.strategy == "consistent" and self.loop > 0 and prev_file.exists():
             previous = dict(np.load(prev_file))
         label = lambda mc: label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring,  # noqa: E731
-                                      self.scaling, self.selection, self._val, previous, mc)
+                                      self.scaling, self.selection, self._val, previous, mc, dm.pool_lengths())
         passes = int(self.selection.get("mc_passes", 0)) if self.selection is not None else 0
         if passes > 0 and self.selection.strategy != "status":
             t_mc = time.perf_counter()
             n = len(alive)
             # MC dropout only changes which of the strategy's pairs stay: score those (or every pair)
-            which = label(None).arrays["kept"] if self.selection.get("mc_scope", "candidates") == "candidates" \
-                else np.arange(n)
+            cand = label(None).arrays  # selection.length_balance acts after the dropout filter: its candidates
+            which = cand.get("kept_unbalanced", cand["kept"]) if self.selection.get("mc_scope", "candidates") == \
+                "candidates" else np.arange(n)
             mc = np.full(n, np.nan)
             if len(which):
                 seqs = {"pool": [groups["pool"][i] for i in which] + [groups["pool"][n + i] for i in which]}

@@ -30,7 +30,8 @@ PACKAGE = Path(__file__).resolve().parent
 #: in the numerics part, so ``auto`` and the value it resolves to share)
 _DISPLAY_KEYS = {"enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir", "precision"}
 #: installed distributions whose version can change a result
-LIBRARIES = ("torch", "transformers", "pytorch-lightning", "peft", "datasets", "numpy", "tokenizers", "safetensors")
+LIBRARIES = ("torch", "transformers", "pytorch-lightning", "peft", "datasets", "numpy", "tokenizers", "safetensors",
+             "markdownify")  # markdownify renders StackExchange HTML (data.html=text)
 #: files of a model folder that from_pretrained reads (weights, config, tokenizer), at its top level
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".txt", ".model", ".tiktoken")
 

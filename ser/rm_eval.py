@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ser.errors import ConfigError, DataError, ModelNotFound
+from ser.length_control import evaluation_lines
 from ser.rm_metrics import summarize
 from ser.significance import N_BOOT
 
@@ -233,11 +234,27 @@ def score_items(model, tok, fmt: dict, items: list[dict], batch_size: int = 32, 
                         "seq_per_s": round(len(seqs) / max(t2 - t1, 1e-9), 1)}}
 
 
+def answer_tokens(tok, items: list[dict]) -> tuple[list[int], list[list[int]]]:
+    """Tokens of each answer alone (this tokenizer, no special tokens), shaped like the rows."""
+    count = lambda texts: [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []  # noqa: E731
+    chosen = count([it["chosen"] for it in items])
+    flat = count([r for it in items for r in it["rejected"]])
+    rejected, pos = [], 0
+    for it in items:
+        rejected.append(flat[pos:pos + len(it["rejected"])])
+        pos += len(it["rejected"])
+    return chosen, rejected
+
+
 def evaluate(model, tok, fmt: dict, items: list[dict], batch_size: int = 32, n_boot: int = N_BOOT, seed: int = 0,
-             progress=None) -> dict:
+             progress=None, length_direction: dict | None = None) -> dict:
+    """Score ``items`` and summarize; ``length_direction``: the training labels' length rule per
+    unit (an export's ``ser_reward.json``), for the length-only baseline."""
     s = score_items(model, tok, fmt, items, batch_size, progress)
+    tc, tr = answer_tokens(tok, items)
     res = summarize(s["chosen"], s["rejected"], [it["chosen"] for it in items], [it["rejected"] for it in items],
-                    [it["subset"] for it in items], n_boot=n_boot, seed=seed)
+                    [it["subset"] for it in items], n_boot=n_boot, seed=seed, chosen_tokens=tc, rejected_tokens=tr,
+                    length_direction=length_direction)
     res["formatting"] = {**fmt, "cut": s["cut"]}
     res["timings"] = s["timings"]
     res["scores"] = [{"source": it["source"], "subset": it["subset"], "chosen": c, "rejected": r}
@@ -279,6 +296,8 @@ def summary_lines(res: dict) -> list[str]:
                  f"{lb['chosen_longer']['n']}, chosen shorter {_pct(lb['chosen_shorter']['accuracy'])} of "
                  f"{lb['chosen_shorter']['n']}, same length {lb['same_length']['n']}; "
                  f"prefers the longer answer in {_pct(lb['prefers_longer'])}")
+    for unit, report in (res.get("length_control") or {}).items():
+        lines += evaluation_lines(report, unit)
     c = res["calibration"]
     lines.append(f"calibration of sigmoid(r_chosen - r_rejected): ECE {c['ece']:.3f} ({c['bins']} bins over "
                  f"confidence 0.5-1; mean confidence {_pct(c['mean_confidence'])} vs accuracy {_pct(c['accuracy'])})")
@@ -312,6 +331,9 @@ def cli_evaluate_rm(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device here; pass --device cpu")
+    from ser.rm_bench_eval import cli_rm_bench, is_rm_bench
+    if is_rm_bench(fmt_name, spec["files"]):  # RM-Bench: its 3x3 style matrix (ser/rm_bench_eval.py)
+        return cli_rm_bench(args, spec["files"], device, load_reward_model, formatting, score_items)
     model, tok, meta, path = load_reward_model(args.model, device, args.dtype)
     t0 = time.perf_counter()
     items, report = load_items(spec["files"], fmt_name, None, args.limit, spec["columns"])
@@ -323,7 +345,8 @@ def cli_evaluate_rm(args) -> int:
     fmt = formatting(tok, model, meta, template, args.chat_template, args.max_length)
     emit = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     with Progress(every_s=args.progress_every, emit=emit) as progress:
-        res = evaluate(model, tok, fmt, items, args.batch_size, args.n_boot, args.seed, progress)
+        res = evaluate(model, tok, fmt, items, args.batch_size, args.n_boot, args.seed, progress,
+                       length_direction=(meta or {}).get("length_direction"))
     load = report.line() + (f"; limit {args.limit}" if args.limit else "") + \
         (f"; seeded sample of {len(items)} (seed {args.seed})" if args.sample and args.sample < report.kept else "")
     res = {"model": str(args.model), "model_path": path, "ser_reward": meta, "device": device, "dtype": args.dtype,
@@ -356,8 +379,10 @@ def add_args(p) -> None:
                      "test_files, else its files")
     p.add_argument("--model", required=True, help="reward model: a folder exported by ser (formatting read from its "
                    "ser_reward.json), a SER run folder, any sequence-classification folder or hub id")
-    p.add_argument("--format", default=None, choices=["auto", "hh", "summarize", "pairs"],
-                   help="row format (default: auto, or the data config's)")
+    p.add_argument("--format", default=None,
+                   choices=["auto", "hh", "summarize", "pairs", "stack_exchange", "rm-bench"],
+                   help="row format (default: auto, or the data config's); rm-bench: RM-Bench's 3 chosen and 3 "
+                   "rejected answers per prompt, scored by its 3x3 style matrix (detected by itself)")
     p.add_argument("--limit", type=int, default=None, help="the first N usable rows")
     p.add_argument("--sample", type=int, default=None, help="a seeded random sample of N usable rows")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample and of the bootstrap (default 0)")
@@ -376,3 +401,5 @@ def add_args(p) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help="where rm_eval.json, rm_eval.md and "
                    "rm_eval_scores.jsonl (the reward of every answer) go (default: "
                    "outputs/rm_eval/<model>__<data>)")
+    p.add_argument("--compare-to", metavar="DIR", default=None, help="RM-Bench only: the --out folder of an earlier "
+                   "RM-Bench evaluation of another model; adds the paired differences on the same prompts")

@@ -9,6 +9,8 @@ hand in ``tests/test_rm_eval.py``), used by ``ser evaluate-rm`` (:mod:`ser.rm_ev
   section scores and overall score, weighted as RewardBench weights them.
 - :func:`length_bias`: accuracy when the chosen answer is the longer one vs the shorter one, in
   characters of the answer text (not tokens: the same split whatever the model's tokenizer).
+- length control (:mod:`ser.length_control`, in :func:`summarize`): the length-only baseline,
+  the length-balanced accuracy and the wrong-way accuracy with CIs, in tokens and characters.
 - :func:`pair_calibration`: the expected calibration error of p = sigmoid(r_chosen - r_rejected).
 - :func:`summarize`: all of them from the scores of a file's rows.
 """
@@ -20,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ser.calibration import expected_calibration_error, reliability
+from ser.length_control import evaluation_report
 from ser.significance import N_BOOT, Interval
 
 
@@ -153,19 +156,29 @@ def pair_calibration(chosen: Sequence[float], rejected: Sequence[float], bins: i
 
 def summarize(chosen: Sequence[float], rejected: Sequence[Sequence[float]], chosen_text: Sequence[str],
               rejected_text: Sequence[Sequence[str]], subsets: Sequence[str | None] | None = None,
-              n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> dict:
+              n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95,
+              chosen_tokens: Sequence[int] | None = None, rejected_tokens: Sequence[Sequence[int]] | None = None,
+              length_direction: dict | None = None) -> dict:
     """Every figure from the scores of the rows: row ``i`` has one chosen answer (score ``chosen[i]``)
     and one or more rejected ones (``rejected[i]``). Pairwise figures use every (chosen, rejected)
-    pair; best-of-N figures the rows with two or more rejected answers."""
+    pair; best-of-N figures the rows with two or more rejected answers.
+
+    ``length_control``: per unit (``tokens`` when ``chosen_tokens``/``rejected_tokens`` are given,
+    shaped like the texts, and ``chars``), :func:`ser.length_control.evaluation_report` with the
+    training labels' direction of that unit from ``length_direction`` (an export's record) when given;
+    pairs are resampled (within length strata), not rows."""
     rows = len(chosen)
-    pc, pr, lc, lr, grp = [], [], [], [], []
+    pc, pr, lc, lr, grp, tc, tr = [], [], [], [], [], [], []
     for i in range(rows):
-        for r, t in zip(rejected[i], rejected_text[i]):
+        for j, (r, t) in enumerate(zip(rejected[i], rejected_text[i])):
             pc.append(chosen[i])
             pr.append(r)
             lc.append(len(chosen_text[i]))
             lr.append(len(t))
             grp.append(i)
+            if chosen_tokens is not None:
+                tc.append(chosen_tokens[i])
+                tr.append(rejected_tokens[i][j])
     pc, pr = np.asarray(pc, dtype=np.float64), np.asarray(pr, dtype=np.float64)
     right = pc > pr
     clustered = len(pc) > rows
@@ -176,6 +189,10 @@ def summarize(chosen: Sequence[float], rejected: Sequence[Sequence[float]], chos
            "length_bias": length_bias(lc, lr, right), "calibration": pair_calibration(pc, pr),
            "reward": {"chosen_mean": float(pc.mean()), "rejected_mean": float(pr.mean()),
                       "margin_mean": float(np.mean(pc - pr)), "std": float(np.std(np.r_[chosen, pr]))}}
+    units = {"tokens": (tc, tr)} if chosen_tokens is not None else {}
+    units["chars"] = (lc, lr)
+    out["length_control"] = {u: evaluation_report(right, a, b, (length_direction or {}).get(u), n_boot, level, seed)
+                             for u, (a, b) in units.items()}
     row_ok = best_of_n_correct(chosen, rejected)
     multi = np.array([len(r) > 1 for r in rejected])
     if multi.any():

@@ -108,7 +108,13 @@ class DataConfig:
     hub_test_split: Optional[str] = None
     hub_data_dir: Optional[str] = None
     columns: Optional[Dict[str, str]] = None  # rename columns to prompt/chosen/rejected
-    format: str = "auto"  # auto | hh | summarize | pairs | conversational
+    format: str = "auto"  # auto | hh | summarize | pairs | stack_exchange
+    # Stack Exchange questions (format stack_exchange, ser/data/stack_exchange.py): text renders the
+    # answers' HTML to Markdown (markdownify), keep leaves it; pairs_per_prompt caps a question's pairs
+    # (null: every two answers with distinct pm_score) by a sample seeded by pairs_seed and the qid.
+    html: str = "text"
+    pairs_per_prompt: Optional[int] = None
+    pairs_seed: int = 0
     limit: Optional[int] = None  # read at most this many rows
     labeled_fraction: float = 0.15  # share of the train split with human labels (paper: 15%)
     val_fraction: float = 0.1
@@ -276,6 +282,15 @@ class SelectionConfig:
     mc_passes: int = 0
     mc_min_agreement: float = 1.0
     mc_scope: str = "candidates"
+    # Length-debiased self-labels (any strategy; default off = the paper's rule): of the pairs the
+    # strategy kept, keep as many whose chosen-by-RM answer is the longer (in tokens) as the shorter,
+    # the most confident of each side (|p1 - p2| for status, |r1 - r2| otherwise); pairs of equal
+    # length stay. Why 50/50 and not the training labels' share: the self-labels then carry no
+    # length signal at all, so the RM cannot learn "longer wins" from its own labels (which amplify
+    # the seed RM's lean, issue 21); the human pairs keep the true length prior. It acts at labelling
+    # only, like the thresholds (not in the loop-0 reuse key). Kept pairs can fall below a status's
+    # min_count; none left stops the loop. ser/length_control.py: balance_by_length.
+    length_balance: bool = False
 
 
 @dataclass

@@ -8,7 +8,8 @@
   prefixed by the phase (``ser/loop/test_acc``, ``full/train/loss``); the x axis is each
   phase's own ``trainer/global_step``.
 - :func:`summary`: the Table-1 figures of a finished job (seed, each loop, SER final, full, gain
-  and its CI, gap closed, kept pairs, pseudo-label precision, wall time), put in the run summary
+  and its CI, gap closed, kept pairs, pseudo-label precision, wall time; length-controlled test
+  accuracy in tokens: ``ser.length_control.summary_figures``), put in the run summary
   by :func:`finish`, which also logs each phase's loop table and the run's figures, then closes.
 
 Why one run per job (not per phase, grouped): a wandb run is one row of the sweep table; with the
@@ -146,10 +147,14 @@ def summary(results: dict) -> dict[str, Any]:
             out[f"{s}/{model}_minus_seed_low"] = 100 * ci["low"]
             out[f"{s}/{model}_minus_seed_high"] = 100 * ci["high"]
             out[f"{s}/{model}_mcnemar_p"] = st["mcnemar"]["p"]
+    from ser.length_control import summary_figures
+
+    out.update(summary_figures(results.get("length")))  # length-controlled accuracy (tokens), in %
     return out
 
 
-TABLE_COLS = ["loop", "status", "kept", "pseudo_label_precision", "train_pairs", "steps", "val_acc", "test_acc", "stop"]
+TABLE_COLS = ["loop", "status", "kept", "pseudo_label_precision", "train_pairs", "steps", "val_acc", "test_acc", "stop",
+              "test_length_balanced", "test_wrong_way", "test_prefers_longer", "pool_prefers_longer", "kept_prefers_longer"]
 
 
 @rank_zero_only

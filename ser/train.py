@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from ser.checkpoint import AtomicCheckpointIO, last_checkpoint, write_json
 from ser.config import run_reporting_errors, validate
 from ser.data import PreferenceDataModule
+from ser.length_control import length_lines, run_length_statistics
 from ser.loop import SERLoop
 from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer
 from ser.precision import PrecisionChoice, resolve_precision
@@ -174,13 +175,15 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
     if cfg.export and trainer.is_global_zero:
         export_dir = str(export_reward_model(module.net, tokenizer, phase_dir / "reward_model", {
             "template": cfg.data.template, "use_chat_template": cfg.data.use_chat_template,
-            "max_length": cfg.data.max_length, "model": cfg.model.name, "data": cfg.data.name}))
+            "max_length": cfg.data.max_length, "model": cfg.model.name, "data": cfg.data.name,
+            "length_direction": dm.labeled_length_direction()}))
     result = {
         "phase": phase_dir.name,
         "labeled_fraction": cfg.labeled_fraction,
         "counts": dm.counts(),
         "dropped": dict(dm.load_report.dropped),
         "formatting": dict(dm.cut),
+        "length_direction": dm.labeled_length_direction(),  # the training labels' length rule (ser.length_control)
         "loops": loop.history,
         "select": cfg.loop.get("select", "last"),
         "selected_loop": selected,
@@ -200,7 +203,7 @@ def run(cfg: DictConfig) -> dict:
     results_path = out / "results.json"
     if results_path.exists():
         results = json.loads(results_path.read_text())
-        print(format_run_table(results))
+        print(run_table(results))
         print(f"(finished earlier; results in {results_path}. Delete that folder or change an override to run again.)")
         return results
     validate(cfg)
@@ -235,15 +238,21 @@ def run(cfg: DictConfig) -> dict:
         return results
     # paired statistics on the same test pairs: CIs and McNemar p of SER - seed and full - seed
     results["statistics"] = run_statistics(run_outcomes(out, results))
+    results["length"] = run_length_statistics(out, results)  # length-controlled accuracy on test
     results_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(results_path, results)
-    table = format_run_table(results)
+    table = run_table(results)
     (out / "results.md").write_text(table + "\n")
     print(table)
     print(f"results: {results_path}")
     if tracker is not None:
         finish(tracker, results, out)
     return results
+
+
+def run_table(results: dict) -> str:
+    """The run's Table 1 with its statistics, then the length-controlled lines."""
+    return "\n".join([format_run_table(results), *length_lines(results.get("length") or {})])
 
 
 def run_precision(cfg: DictConfig, out: Path) -> PrecisionChoice:

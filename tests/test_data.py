@@ -864,3 +864,17 @@ def test_gc_paused_restores_the_collector_even_on_error():
         assert not gc.isenabled()  # a caller's own choice is kept
     finally:
         gc.enable()
+
+
+def test_datamodule_labeled_length_direction(dm):
+    # every chosen answer ("A careful answer k-j.", 21-22 characters) is shorter than its rejected one
+    # ("Something unhelpful k-j.", 24-25): the training labels favour "prefer the shorter"
+    n = len(dm.labeled)
+    d = dm.labeled_length_direction()
+    assert d["chars"] == {"longer": 0, "shorter": n, "equal": 0, "share_longer": 0.0, "direction": "shorter"}
+    tok = lambda t: len(dm.tokenizer(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    rows = dm._kept_rows["labeled"]
+    longer = sum(tok(r["chosen"]) > tok(r["rejected"]) for r in rows)
+    shorter = sum(tok(r["chosen"]) < tok(r["rejected"]) for r in rows)
+    assert (d["tokens"]["longer"], d["tokens"]["shorter"]) == (longer, shorter) and shorter > longer
+    assert d["tokens"]["direction"] == "shorter" and dm.labeled_length_direction() is d  # computed once

@@ -133,6 +133,29 @@ def test_summarize_pairs_and_best_of_n_rows_by_hand():
     assert plain["accuracy"]["resampled"] == "pairs" and plain["accuracy"]["estimate"] == 0.5
 
 
+def test_summarize_length_control_in_tokens_and_characters_by_hand():
+    # four rows; the tokens say the opposite of the characters on row 3 (a long word in one token)
+    chosen, rejected = [2.0, 0.0, 1.0, 3.0], [[1.0], [1.0], [0.5, 2.0], [1.0]]
+    ctext, rtext = ["aaaa", "b", "cc", "d"], [["a"], ["bbbb"], ["c", "ccc"], ["dd"]]
+    ctok, rtok = [3, 1, 2, 9], [[1], [4], [1, 3], [2]]
+    trained = {"tokens": {"longer": 9, "shorter": 1, "equal": 0, "share_longer": 0.9, "direction": "longer"}}
+    r = summarize(chosen, rejected, ctext, rtext, n_boot=300, chosen_tokens=ctok, rejected_tokens=rtok,
+                  length_direction=trained)
+    t, c = r["length_control"]["tokens"], r["length_control"]["chars"]
+    # pairs: (3 vs 1, right), (1 vs 4, wrong), (2 vs 1, right), (2 vs 3, wrong), (9 vs 2, right) in tokens
+    assert t["direction"] == "longer" and t["direction_source"] == "training labels"
+    assert (t["n_right_way"], t["n_wrong_way"], t["n_equal"]) == (3, 2, 0)
+    assert t["right_way"] == 1.0 and t["wrong_way"] == 0.0 and t["balanced"] == 0.5 and t["baseline"] == 0.6
+    assert t["ci"]["balanced"] == {"estimate": 0.5, "low": 0.5, "high": 0.5, "n": 5, "level": 0.95}
+    # characters: row 4 is chosen shorter (1 vs 2) and right: chosen longer in 2 pairs (both right),
+    # shorter in 3 (1 right). No direction recorded for chars: these pairs' own, "shorter" (2 of 5)
+    assert c["direction_source"] == "these pairs" and c["direction"] == "shorter"
+    assert (c["n_right_way"], c["n_wrong_way"]) == (3, 2) and c["baseline"] == 0.6
+    assert c["wrong_way"] == 1.0 and c["right_way"] == pytest.approx(1 / 3) and c["balanced"] == pytest.approx(2 / 3)
+    # without token lengths: characters only
+    assert list(summarize([1.0], [[0.0]], ["a"], [["bb"]], n_boot=10)["length_control"]) == ["chars"]
+
+
 # --------------------------------------------------------------------------------------------
 # Small files in each layout
 # --------------------------------------------------------------------------------------------
@@ -301,6 +324,14 @@ def test_plain_pairs_end_to_end(tiny_rm, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"pairwise accuracy: {100 * right.mean():.1f}% [" in printed and "(95% bootstrap CI, 24 pairs" in printed
     assert "from ser_reward.json, max length 48" in printed and "ECE" in printed and "written:" in printed
+    # length control in the model's tokens and in characters; every chosen answer is the longer one,
+    # so the length-balanced accuracy is undefined and "prefer the longer" is right on every pair
+    for unit in ("tokens", "chars"):
+        lc = res["length_control"][unit]
+        assert lc["baseline"] == 1.0 and lc["n_right_way"] == 24 and lc["balanced"] is None
+        assert lc["ci"]["model_minus_baseline"]["estimate"] == pytest.approx(right.mean() - 1)
+    assert 'length control (tokens): length-only baseline "prefer the longer" (from these pairs\' own labels' in printed
+    assert "length control (characters)" in printed and "length-balanced accuracy undefined" in printed
     assert "pairwise accuracy" in md
     # the same pairs with chosen and rejected swapped: every pair flips (no ties), accuracy 1 - a
     swapped = write_jsonl(tmp_path / "swapped.jsonl", plain_rows(24, swap=True))
@@ -503,4 +534,4 @@ def test_only_the_cli_imports_the_evaluator():
     users = {m for m, deps in graph.items() if "ser.rm_eval" in deps}
     assert users == {"ser.cli"}
     assert {m for m, deps in graph.items() if "ser.rm_metrics" in deps} == {"ser.rm_eval"}
-    assert graph["ser.rm_metrics"] == {"ser.calibration", "ser.significance"}
+    assert graph["ser.rm_metrics"] == {"ser.calibration", "ser.length_control", "ser.significance"}

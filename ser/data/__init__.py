@@ -9,6 +9,8 @@ Supported sources (``data.format``):
 - ``summarize``: OpenAI summarize-from-feedback comparisons (``info``, ``summaries``, ``choice``).
 - ``pairs``: explicit ``prompt/chosen/rejected`` strings, or TRL's conversational format
   (lists of messages; the prompt may be implicit in the shared prefix of chosen/rejected).
+- ``stack_exchange``: ``HuggingFaceH4/stack-exchange-preferences`` questions with scored answers,
+  one row giving several pairs (:mod:`ser.data.stack_exchange`: ``data.html``, ``data.pairs_per_prompt``).
 - ``auto``: decided from the columns of the first row.
 Local files may be jsonl/json (gzipped or not), parquet or csv; hub ids go through ``datasets``.
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from ser.data.batching import FixedBatches, PairCollator, length_grouped_batches, random_batches
 from ser.data.formats import load_pairs
+from ser.data.stack_exchange import options_from_config
 from ser.data.formatting import Formatter
 from ser.data.splits import pair_content_key, split_pairs
 from ser.errors import DataError
@@ -59,6 +60,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._kept_rows: dict[str, list[dict]] = {}  # split -> the rows that survived formatting, in order
         self._eval_meta: dict[str, np.ndarray] | None = None
         self._pool_lengths: dict[str, np.ndarray] | None = None
+        self._label_direction: dict | None = None
 
     # -- set-up --------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -69,14 +71,15 @@ class PreferenceDataModule(pl.LightningDataModule):
         c = self.cfg
         t0 = time.perf_counter()
         columns = dict(c.columns) if c.get("columns") else None
+        options = options_from_config(c)
         pairs, rep = load_pairs(c.files, c.format, c.get("data_dir"), c.get("hub_id"), c.get("hub_config"),
-                                c.get("hub_split", "train"), c.get("hub_data_dir"), c.get("limit"), columns)
+                                c.get("hub_split", "train"), c.get("hub_data_dir"), c.get("limit"), columns, options)
         test_pairs = trep = None
         if c.get("hub_test_split") and not c.files:
             test_pairs, trep = load_pairs(None, c.format, None, c.hub_id, c.get("hub_config"), c.hub_test_split,
-                                          c.get("hub_data_dir"), None, columns)
+                                          c.get("hub_data_dir"), None, columns, options)
         elif c.get("test_files"):
-            test_pairs, trep = load_pairs(c.test_files, c.format, c.get("data_dir"), columns=columns)
+            test_pairs, trep = load_pairs(c.test_files, c.format, c.get("data_dir"), columns=columns, options=options)
         if trep is not None:  # the separate test split counts in the same load report
             log.info("test split: %s", trep.line())
             rep.rows += trep.rows
@@ -111,7 +114,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         pairs, rep = load_pairs(files, spec.get("format", "auto"), spec.get("data_dir") or c.get("data_dir"),
                                 spec.get("hub_id"), spec.get("hub_config"),
                                 spec.get("hub_test_split") or spec.get("hub_split", "train"), spec.get("hub_data_dir"),
-                                spec.get("limit"), columns)
+                                spec.get("limit"), columns, options_from_config(spec))
         train_keys = {p["key"] for p in self.splits.labeled} | {p["key"] for p in self.splits.pool}
         kept = [p for p in pairs if p["key"] not in train_keys]
         if len(kept) < len(pairs):
@@ -185,6 +188,28 @@ class PreferenceDataModule(pl.LightningDataModule):
                 ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
                 self._pool_lengths[f"{side}_tokens"] = np.array([len(x) for x in ids], dtype=np.int32)
         return self._pool_lengths
+
+    def labeled_length_direction(self) -> dict[str, dict]:
+        """Per unit (``chars``, ``tokens`` as in :meth:`evaluation_metadata`): how often the chosen
+        answer of a labelled pair is the longer one, and so the direction of the length-only rule
+        that the training labels favour (:func:`ser.length_control.label_direction`)."""
+        if self._label_direction is None:
+            from ser.length_control import label_direction
+
+            rows = self._kept_rows.get("labeled", [])
+            out = {}
+            for unit in ("chars", "tokens"):
+                lengths = []
+                for side in ("chosen", "rejected"):
+                    texts = [r[side] for r in rows]
+                    if unit == "chars":
+                        lengths.append([len(t) for t in texts])
+                    else:
+                        lengths.append([len(x) for x in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+                                       if texts else [])
+                out[unit] = label_direction(*lengths)
+            self._label_direction = out
+        return self._label_direction
 
     def summary_line(self) -> str:
         cut = ", ".join(f"{k}={v}" for k, v in sorted(self.cut.items())) or "none"

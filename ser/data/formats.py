@@ -2,13 +2,15 @@
 under ``data_dir`` / ``$SER_DATA_DIR``; :func:`read_rows` for jsonl/json, gzipped or not, parquet
 and csv) or hub datasets; one row parser per format (:func:`hh_pair` for HH-RLHF transcripts,
 :func:`summarize_pair` for summarize-from-feedback comparisons, :func:`explicit_pair` for
-``prompt/chosen/rejected`` strings or TRL's conversational lists; :func:`detect_format` picks one
-from the first row) and :func:`load_pairs`, which counts what it read, kept and dropped in a
-:class:`LoadReport`.
+``prompt/chosen/rejected`` strings or TRL's conversational lists, and
+:func:`ser.data.stack_exchange.question_pairs` for H4 Stack Exchange questions, one row giving
+several pairs; :func:`detect_format` picks one from the first row) and :func:`load_pairs`, which
+counts what it read, kept and dropped in a :class:`LoadReport`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import json
 import logging
@@ -17,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ser.data import stack_exchange
 from ser.data.splits import _prompt_key
 from ser.errors import DataError
 
@@ -219,17 +222,29 @@ def explicit_pair(row: dict) -> tuple[dict | None, str | None]:
     return {"prompt": messages, "chosen": a_c, "rejected": a_r}, None
 
 
-PARSERS = {"hh": hh_pair, "summarize": summarize_pair, "pairs": explicit_pair}
+PARSERS = {"hh": hh_pair, "summarize": summarize_pair, "pairs": explicit_pair,
+           stack_exchange.FORMAT: stack_exchange.question_pairs}
+
+
+def make_parser(fmt: str, options: dict | None = None):
+    """The row parser of ``fmt``; ``options`` (``html``, ``pairs_per_prompt``, ``seed``) go to the
+    Stack Exchange parser, the only one that takes any."""
+    if fmt == stack_exchange.FORMAT and options:
+        return functools.partial(PARSERS[fmt], **options)
+    return PARSERS[fmt]
 
 
 def detect_format(row: dict) -> str:
+    if stack_exchange.is_question_row(row):
+        return stack_exchange.FORMAT
     if "summaries" in row and "choice" in row:
         return "summarize"
     if "prompt" in row or isinstance(row.get("chosen"), list):
         return "pairs"
     if isinstance(row.get("chosen"), str) and "Assistant:" in row["chosen"]:
         return "hh"
-    raise DataError(f"cannot detect the data format from columns {sorted(row)}; set data.format to hh, summarize or pairs")
+    raise DataError(f"cannot detect the data format from columns {sorted(row)}; "
+                    f"set data.format to {', '.join(PARSERS)}")
 
 
 @dataclasses.dataclass
@@ -245,16 +260,20 @@ class LoadReport:
         return f"read {self.rows} rows, kept {self.kept} pairs, dropped: {drops}"
 
 
-def parse_rows(sources, fmt: str, report: "LoadReport", columns: dict | None = None, special=None):
+def parse_rows(sources, fmt: str, report: "LoadReport", columns: dict | None = None, special=None,
+               options: dict | None = None):
     """``(item, row, source, rowno)`` for every usable row of ``sources`` (``[(name, rows)]``, rows as
     ``read_rows`` yields them); unusable rows are counted in ``report.dropped`` by reason.
 
     ``fmt="auto"`` detects each source's format from its first row. ``columns`` renames source
     columns to ours first. ``special(row)`` may take a row of a layout the pair parsers do not read
-    (it returns ``(item, why)``, or None to leave the row to them).
+    (it returns ``(item, why)``, or None to leave the row to them). A parser returns ``(item, why)``,
+    or a list of them when one row gives several pairs (a Stack Exchange question); a ``why`` of
+    ``(reason, detail)`` is a malformed row, logged with its file and row. ``options`` go to
+    :func:`make_parser`.
     """
     for source, rows in sources:
-        parser = PARSERS.get(fmt)
+        parser = make_parser(fmt, options) if fmt in PARSERS else None
         for rowno, row in rows:
             report.rows += 1
             if columns:
@@ -263,15 +282,18 @@ def parse_rows(sources, fmt: str, report: "LoadReport", columns: dict | None = N
             if got is None:
                 if parser is None:
                     try:
-                        parser = PARSERS[detect_format(row)]
+                        parser = make_parser(detect_format(row), options)
                     except DataError as e:
                         raise DataError(f"{source}:{rowno}: {e}") from e
                 got = parser(row)
-            item, why = got
-            if item is None:
-                report.dropped[why] += 1
-                continue
-            yield item, row, source, rowno
+            for item, why in got if isinstance(got, list) else [got]:
+                if item is None:
+                    if isinstance(why, tuple):
+                        why, detail = why
+                        log.warning("%s:%d: skipped a malformed row (%s): %s", source, rowno, why, detail)
+                    report.dropped[why] += 1
+                    continue
+                yield item, row, source, rowno
 
 
 def load_pairs(
@@ -284,10 +306,12 @@ def load_pairs(
     hub_data_dir: str | None = None,
     limit: int | None = None,
     columns: dict | None = None,
+    options: dict | None = None,
 ) -> tuple[list[dict], LoadReport]:
     """Load and normalise pairs from local ``files`` (preferred) or a hub dataset.
 
     ``columns`` renames source columns to ours, e.g. ``{"prompt": "question", "chosen": "response_j"}``.
+    ``options`` are the Stack Exchange loader's (:func:`ser.data.stack_exchange.options_from_config`).
     """
     report = LoadReport()
     pairs: list[dict] = []
@@ -308,7 +332,7 @@ def load_pairs(
         raise DataError("no data source: set data.files (local files) or data.hub_id")
     if fmt not in PARSERS and fmt != "auto":
         raise DataError(f"data.format='{fmt}' is not one of auto, {', '.join(PARSERS)}")
-    for pair, _, source, rowno in parse_rows(sources, fmt, report, columns):
+    for pair, _, source, rowno in parse_rows(sources, fmt, report, columns, options=options):
         pair.setdefault("key", _prompt_key(pair["prompt"]))
         pair["source"] = f"{Path(source).name}:{rowno}"
         pairs.append(pair)
