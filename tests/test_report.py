@@ -245,17 +245,28 @@ def test_cli_train_execs_ser_train(monkeypatch):
     assert {"report", "train"} <= set(cli.COMMANDS)
 
 
-def _save_outcomes(d: Path, phase: str, loop: int, right: int, n: int = 100, extra: int | None = None):
+def _save_outcomes(d: Path, phase: str, loop: int, right: int, n: int = 100, extra: int | None = None,
+                   keys: int | None = 0, discordant: int | None = None):
     """Per-pair scores where the first ``right`` of ``n`` test pairs are ranked right; on the 50
-    pairs of set ``other``, the first ``extra`` at loop 0 and the last ``extra`` after it."""
+    pairs of set ``other``, the first ``extra`` at loop 0 and the last ``extra`` after it.
+
+    ``keys``: pair keys ``keys + position`` are saved (as the loop does: ``{set}_key``, the same
+    pairs in every run with the same ``keys``); None saves none (runs from before keys).
+    ``discordant``: instead, the pairs right are ``discordant`` .. ``right`` - 1 at loop 0 and
+    0 .. ``right`` - 1 after (SER alone right on ``discordant`` pairs)."""
     import numpy as np
 
-    chosen = np.where(np.arange(n) < right, 1.0, -1.0).astype(np.float32)
+    pos = np.arange(n)
+    ok = pos < right if discordant is None or loop > 0 or phase != "ser" else (pos >= discordant) & (pos < right)
+    chosen = np.where(ok, 1.0, -1.0).astype(np.float32)
     arrays = {"test_chosen": chosen, "test_rejected": np.zeros(n, np.float32),
               "val_chosen": np.ones(10, np.float32), "val_rejected": np.zeros(10, np.float32)}
     if extra is not None:
         order = np.arange(50) if loop == 0 else np.arange(50)[::-1]
         arrays.update({"other_chosen": np.where(order < extra, 1.0, -1.0), "other_rejected": np.zeros(50)})
+    if keys is not None:
+        arrays.update({f"{s}_key": (np.arange(len(arrays[f"{s}_chosen"])) + keys).astype(np.uint64)
+                       for s in ("test", "val", "other") if f"{s}_chosen" in arrays})
     np.savez(d / phase / f"eval_scores_loop{loop}.npz", **arrays)
 
 
@@ -350,3 +361,131 @@ def test_a_ser_run_stopped_at_loop0_counts_as_no_gain(tmp_path):
     assert "ser" in outs[1]["test"] and np.array_equal(outs[1]["test"]["ser"], outs[1]["test"]["seed"])
     g = group_statistics(outs, n_boot=500)["test"]
     assert g["runs"] == 2 and g["ser"]["gain"]["estimate"] == pytest.approx(0.05)  # (+10 + 0) / 2
+
+
+def test_run_table_verdict_agrees_with_mcnemar(tmp_path):
+    """400 pairs, SER alone right on 4: the bootstrap CI excludes 0 but McNemar's exact p = 0.125,
+    so the run's verdict must not say "beats"."""
+    from ser.report.paired import run_outcomes, run_statistics
+
+    d = write_run(tmp_path / "run", ["seed=0"], 0, [0.50, 0.51], ["EASY"])
+    _save_outcomes(d, "ser", 0, 204, n=400, discordant=4)
+    _save_outcomes(d, "ser", 1, 204, n=400)
+    results = json.loads((d / "results.json").read_text())
+    results["statistics"] = run_statistics(run_outcomes(d, results))
+    table = format_run_table(results)
+    assert "SER final - seed on test (400 pairs): +1.0 [+0.2" in table  # the percentile CI excludes 0
+    assert "McNemar exact p = 0.125 (4 pairs right only with SER final, 0 only with the seed RM)" in table
+    assert "verdict (test, this run): SER final does not beat the seed RM at 95%" in table
+
+
+def _three_seeds(root: Path, keys):
+    """Three seeds scoring the same 200 test pairs with the same outcomes (seed RM right on 10-119,
+    SER on 0-119: +5.0 points), saved with pair keys (``keys`` = 0) or without (None)."""
+    for seed in (0, 1, 2):
+        d = write_run(root / str(seed), [f"seed={seed}"], seed, [0.55, 0.60], ["EASY"])
+        _save_outcomes(d, "ser", 0, 120, n=200, discordant=10, keys=keys)
+        _save_outcomes(d, "ser", 1, 120, n=200, keys=keys)
+    return aggregate(summary_rows(load_runs(root)))[0]
+
+
+def test_seeds_that_share_test_pairs_get_one_runs_ci(tmp_path):
+    shared = _three_seeds(tmp_path / "keys", 0)
+    single = summary_rows(load_runs(tmp_path / "keys" / "0"))[0]
+    ci = shared["paired"]["test"]["ser"]["gain"]
+    assert ci["estimate"] == pytest.approx(0.05) and shared["paired"]["test"]["shared"] == 200
+    # the noise of the 200 shared pairs does not average out over the three copies
+    assert ci["high"] - ci["low"] == pytest.approx(single["gain_high"] - single["gain_low"], rel=0.1)
+    md = format_markdown(load_runs(tmp_path / "keys"))
+    assert "200 test pairs are scored by more than one seed: their noise is counted once" in md
+    keyless = _three_seeds(tmp_path / "nokeys", None)
+    narrow = keyless["paired"]["test"]["ser"]["gain"]
+    assert narrow["high"] - narrow["low"] < (ci["high"] - ci["low"]) / 2  # taken as independent: too narrow
+    md = format_markdown(load_runs(tmp_path / "nokeys"))
+    assert "3 of 3 runs saved no pair keys: their test pairs are taken to be their own" in md
+
+
+@pytest.fixture
+def strategy_sweep(tmp_path) -> Path:
+    """Three selection strategies x three seeds on the same 200 test pairs (keys saved). Seed RM right
+    on pairs d..119, SER final on 0..119+e (gain d + e pairs); full right on 0..149 (status,
+    pairwise), or on the seed's pairs plus pair 120 (consistent: full - seed is 1 pair more than SER)."""
+    s = tmp_path / "sweep"
+    s.mkdir()
+    (s / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - selection=status,pairwise,consistent\n")
+    plan = {"status": ((8, 10, 12), (0, 0, 0)), "pairwise": ((6, 9, 12), (1, 0, 2)),
+            "consistent": ((1, 2, 0), (-8, -9, -10))}
+    for sel, (ds, es) in plan.items():
+        for seed, (dd, e) in enumerate(zip(ds, es)):
+            d = write_run(s / f"{sel}_{seed}", [f"selection={sel}", f"seed={seed}"], seed,
+                          [(120 - dd) / 200, (120 + e) / 200], ["EASY"], full=0.75)
+            _save_outcomes(d, "ser", 0, 120, n=200, discordant=dd)
+            _save_outcomes(d, "ser", 1, 120 + e, n=200)
+            if sel == "consistent":
+                _save_outcomes(d, "full", 0, 121, n=200, discordant=dd)  # hypothetical: reuse the seed's pairs
+                z = dict(np.load(d / "full" / "eval_scores_loop0.npz"))
+                z["test_chosen"][:dd] = -1.0  # full right on dd..120: the seed's pairs and pair 120
+                np.savez(d / "full" / "eval_scores_loop0.npz", **z)
+            else:
+                _save_outcomes(d, "full", 0, 150, n=200)
+    return s
+
+
+def test_holm_families_and_gap_closed_in_a_sweep(strategy_sweep, tmp_path):
+    md = format_markdown(load_runs(strategy_sweep), source=strategy_sweep, n_boot=500)
+    assert md.startswith("# SER report: sweep\n") and str(tmp_path) not in md
+    assert "verdicts Holm-adjusted over the 3 configurations of this report" in md
+    assert "(Holm-adjusted over 3 configurations: " in md
+    # status: +5.0 points on 3 seeds sharing 200 pairs; full - seed +20: gap closed by Fieller
+    groups = {g["group"]: g for g in aggregate(summary_rows(load_runs(strategy_sweep)))}
+    status = groups["selection=status"]["paired"]["test"]["ser"]
+    assert status["gain"]["estimate"] == pytest.approx(0.05) and status["family"] == 3
+    assert status["p_holm"] >= status["gain"]["p"]
+    assert status["gap_closed"]["low"] < status["gap_closed"]["estimate"] < status["gap_closed"]["high"]
+    consistent = groups["selection=consistent"]["paired"]["test"]["ser"]
+    assert consistent["gap_closed"] is None and consistent["gap_note"].startswith("undefined: full - seed is not above 0")
+    assert "gap closed undefined: full - seed is not above 0 at 95%" in md
+    # the strategies against the reference (the first in multirun.yaml): one Holm family of 2
+    assert "| selection | runs | val acc % (SER final) | test acc % (SER final) | SER - seed (pts) | " \
+           "vs selection=status (pts, 95% CI) | p (Holm, 2 tests) |" in md
+    assert "Holm family: the 2 configurations compared with selection=status; different from it at 95% after the " \
+           "adjustment: selection=consistent (-4.50 pts)" in md
+
+
+def test_report_paths_power_and_n_boot_from_the_cli(strategy_sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["report", str(strategy_sweep), "--out", str(out), "--n-boot", "500", "--power"]) == 0
+    md = (out / "report.md").read_text()
+    assert str(tmp_path) not in md and md.startswith("# SER report: sweep")
+    with open(out / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows][:2] == ["consistent_0", "consistent_1"]
+    assert str(tmp_path) not in (out / "runs.csv").read_text()
+    assert "## Power: test pairs x seeds" in md and "the seeds score the same test pairs" in md
+    assert "| seeds | +2 pts | +4 pts |" in md and "| 10 |" in md
+    from ser.report.power import measure, power_table
+
+    m = measure(summary_rows(load_runs(strategy_sweep)))
+    assert m["runs"] == 9 and m["groups"] == 3 and m["shared"] and m["seed_var"] is not None
+    assert "| 3 |" in power_table(strategy_sweep)
+
+
+def test_compare_matches_pairs_by_key(tmp_path):
+    """Two configurations whose runs saved the same test pairs in a different order: compared pair by pair."""
+    from ser.report.compare import compare_groups
+
+    s = tmp_path / "sweep"
+    for sel, right in (("a", 60), ("b", 70)):
+        d = write_run(s / sel, [f"selection={sel}", "seed=0"], 0, [0.5, right / 100], ["EASY"])
+        _save_outcomes(d, "ser", 0, 50)
+        _save_outcomes(d, "ser", 1, right)
+        if sel == "b":  # pairs saved in reverse order
+            for loop in (0, 1):
+                f = d / "ser" / f"eval_scores_loop{loop}.npz"
+                z = {k: v[::-1].copy() for k, v in np.load(f).items()}
+                np.savez(f, **z)
+    rows = summary_rows(load_runs(s))
+    comp = compare_groups(rows, aggregate(rows))[0]
+    vs = comp["entries"][1]["vs_reference"]
+    assert vs["estimate"] == pytest.approx(0.10) and vs["p"] == pytest.approx(2 / 2 ** 10)  # one seed: McNemar
+    assert comp["family"] == 1

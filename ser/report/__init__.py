@@ -10,9 +10,12 @@ finished run; ``aggregate`` groups runs that differ only by seed (mean, sample s
 figures (accuracy per loop: Fig. 2; pairs per loop: Fig. 3; score gaps: Fig. 6).
 
 The package: :mod:`ser.report.runs` (finding and loading runs), :mod:`ser.report.stats` (rows and
-aggregates), :mod:`ser.report.tables` (tables, markdown, csv), :mod:`ser.report.plots` (figures),
-:mod:`ser.report.values` (number helpers); ``write_report`` is here, and every name is importable
-from ``ser.report`` as before.
+aggregates), :mod:`ser.report.paired` (CIs, tests and verdicts from the per-pair scores),
+:mod:`ser.report.compare` (configurations side by side), :mod:`ser.report.power` (test pairs x
+seeds for a planned run), :mod:`ser.report.tables` (tables, markdown, csv), :mod:`ser.report.plots`
+(figures), :mod:`ser.report.values` (number helpers); ``write_report`` is here, and every name is
+importable from ``ser.report`` as before. Generated reports hold no machine path: the header names
+the input folder, ``runs.csv``'s ``path`` is relative to it.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ser.report.runs import PHASES, ReportError, find_runs, is_run_dir, load_run
 from ser.report.stats import ROW_FIELDS, aggregate, group_key, summary_rows
 from ser.report.tables import (format_markdown, format_run_table, format_stat, run_rows, table1_rows, time_breakdown,
                                write_csv)
+from ser.significance import N_BOOT
 
 __all__ = [
     "PHASES", "PNG_FILES", "ROW_FIELDS", "ReportError", "aggregate", "find_runs", "format_markdown", "format_run_table",
@@ -31,18 +35,20 @@ __all__ = [
 ]
 
 
-def write_report(path, out_dir=None) -> Path:
+def write_report(path, out_dir=None, n_boot: int = N_BOOT, power: bool = False) -> Path:
     """Report on the run(s) under ``path``: writes ``report.md``, ``runs.csv`` (one row per finished
     run) and the PNG figures into ``out_dir`` (default ``path/report``), prints the markdown, and
-    returns the folder. Raises ``ReportError`` when ``path`` is missing or holds no runs."""
+    returns the folder. ``n_boot``: resamples of every bootstrap in the report; ``power``: add the
+    test pairs x seeds table (:mod:`ser.report.power`). Raises ``ReportError`` when ``path`` is
+    missing or holds no runs."""
     root = Path(path)
     runs = load_runs(root)
     out = Path(out_dir) if out_dir is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    rows = summary_rows(runs)
-    groups = aggregate(rows)
+    rows = summary_rows(runs, n_boot=n_boot)
+    groups = aggregate(rows, n_boot=n_boot)
     plots = make_plots(rows, groups, out)
-    md = format_markdown(runs, plots=plots, source=root)
+    md = format_markdown(runs, plots=plots, source=root, n_boot=n_boot, power=power)
     (out / "report.md").write_text(md)
     write_csv(rows, out / "runs.csv")
     print(md, end="")

@@ -30,6 +30,7 @@ import numpy as np
 
 from ser import status as st
 from ser.selection import coverage_curve, previous_a1_better, top_k
+from ser.significance import N_BOOT
 
 RANKINGS = {"run": "the run's own selection", "gap": "top k by |p1 - p2| (paper's p)",
             "pairwise": "top k by pairwise confidence", "consistent": "top k, consistent with the previous loop",
@@ -99,7 +100,7 @@ def replay_run(run_dir, results: dict) -> list[dict]:
     return out
 
 
-def replay_summary(per_run: Sequence[list[dict]], n_boot: int = 2000, seed: int = 0) -> dict:
+def replay_summary(per_run: Sequence[list[dict]], n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Across runs (each a :func:`replay_run` list): per ranking, the mean precision of its k pairs
     over loops and the mean difference from the run's own selection on the same loops, with a 95% CI
     (resample runs, then Poisson-weight the pool pairs of each loop). ``{ranking: {"precision",
@@ -116,26 +117,30 @@ def replay_summary(per_run: Sequence[list[dict]], n_boot: int = 2000, seed: int 
             continue
         prec = np.mean([r["right"][r["sets"][name]].mean() for rs in rows for r in rs])
         diff = np.mean([r["right"][r["sets"][name]].mean() - r["right"][r["sets"]["run"]].mean() for rs in rows for r in rs])
-        # bootstrap: per run and loop, the difference under n_boot Poisson weightings of its pool pairs
-        per_loop = []
+        # bootstrap: per run, the sum over its loops of the difference under n_boot Poisson weightings
+        # of the pool pairs (only the pairs either set holds need a weight)
+        sums, counts = [], []
         for rs in rows:
-            d = []
+            if not rs:
+                continue
+            total = np.zeros(n_boot)
             for r in rs:
-                w = rng.poisson(1.0, size=(n_boot, r["pool"])).astype(float)
-                right = r["right"].astype(float)
-                a, b = r["sets"][name], r["sets"]["run"]
-                pa = (w[:, a] * right[a]).sum(1) / np.maximum(w[:, a].sum(1), 1e-12)
-                pb = (w[:, b] * right[b]).sum(1) / np.maximum(w[:, b].sum(1), 1e-12)
-                d.append(pa - pb)
-            per_loop.append(np.array(d))  # loops x n_boot (or empty)
-        have = [i for i, d in enumerate(per_loop) if len(d)]
-        draws = np.empty(n_boot)
-        for b in range(n_boot):
-            pick = rng.choice(have, size=len(have))
-            draws[b] = np.concatenate([per_loop[i][:, b] for i in pick]).mean()
+                a, b = np.asarray(r["sets"][name]), np.asarray(r["sets"]["run"])  # positions in the pool
+                used = np.union1d(a, b)
+                w = rng.poisson(1.0, size=(n_boot, len(used))).astype(float)
+                right = r["right"][used].astype(float)
+                ia, ib = np.searchsorted(used, a), np.searchsorted(used, b)
+                pa = (w[:, ia] * right[ia]).sum(1) / np.maximum(w[:, ia].sum(1), 1e-12)
+                pb = (w[:, ib] * right[ib]).sum(1) / np.maximum(w[:, ib].sum(1), 1e-12)
+                total += pa - pb
+            sums.append(total)
+            counts.append(len(rs))
+        sums, counts = np.array(sums), np.array(counts)  # runs x n_boot, runs
+        pick = rng.integers(0, len(counts), size=(n_boot, len(counts)))
+        draws = sums[pick, np.arange(n_boot)[:, None]].sum(1) / counts[pick].sum(1)
         low, high = np.percentile(draws, [2.5, 97.5])
         out[name] = {"precision": float(prec), "diff": float(diff), "low": float(low), "high": float(high),
-                     "loops": n_loops, "runs": len(have)}
+                     "loops": n_loops, "runs": len(counts)}
     return out
 
 

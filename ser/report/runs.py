@@ -203,9 +203,11 @@ def _unfinished_message(run_dir: Path, problem: str) -> tuple[str, dict]:
 def load_run(path, root=None) -> dict:
     """Read one run folder.
 
-    Returns ``{"path", "name", "status": "finished"|"unfinished", "missing": str|None,
+    Returns ``{"path", "rel_path", "name", "status": "finished"|"unfinished", "missing": str|None,
     "overrides": str, "override_list": list|None, "results": dict|None, "logged": {phase: [DIAG]}}``.
-    ``name`` is the folder relative to ``root`` (default: the folder's name); ``overrides`` is
+    ``path`` is the folder as given (to read it); ``rel_path`` the folder relative to ``root`` ("."
+    for ``root`` itself; default: the folder's name), what reports print; ``name`` is the folder
+    relative to ``root`` (default: the folder's name); ``overrides`` is
     ``.hydra/overrides.yaml`` joined with ``,`` ("" when there is none); ``missing`` says, for an
     unfinished run, what is missing and what was logged (e.g. "no results.json; 2 loops logged
     (last: loop 1, HARD, test 65.00%); resumable from ser/checkpoints/last.ckpt").
@@ -213,16 +215,17 @@ def load_run(path, root=None) -> dict:
     p = Path(path)
     if not p.is_dir():
         raise ReportError(f"{p}: no such run folder")
-    name = p.name
+    name, rel_path = p.name, p.name
     if root is not None:
         try:
             rel = p.resolve().relative_to(Path(root).resolve())
             name = str(rel) if str(rel) != "." else p.resolve().name
+            rel_path = str(rel)
         except ValueError:
             pass
     ov = _read_overrides(p)
-    run = {"path": str(p), "name": name, "overrides": ",".join(ov) if ov is not None else "", "override_list": ov,
-           "status": "unfinished", "missing": None, "results": None, "logged": {}}
+    run = {"path": str(p), "rel_path": rel_path, "name": name, "overrides": ",".join(ov) if ov is not None else "",
+           "override_list": ov, "status": "unfinished", "missing": None, "results": None, "logged": {}}
     f = p / "results.json"
     if f.is_file():
         try:

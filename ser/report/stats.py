@@ -11,10 +11,11 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ser.report.paired import best_val_loop, group_statistics, run_outcomes, run_statistics
+from ser.report.paired import adjust_families, best_val_loop, group_statistics, run_outcomes, run_statistics
 from ser.report.replay import replay_run, replay_summary
 from ser.report.runs import _split_overrides, load_run
 from ser.report.values import _num
+from ser.significance import N_BOOT
 
 _SEED_ITEM = re.compile(r"^\+{0,2}seed=")
 #: overrides that do not change results (as Hydra's override_dirname in conf/hydra/default.yaml)
@@ -51,14 +52,16 @@ ROW_FIELDS = ["run", "path", "overrides", "group", "model", "data", "seed", "lab
               "full_gain_low", "full_gain_high", "best_val_loop", "ser_best_val_acc"]
 
 
-def summary_rows(runs: Iterable) -> list[dict]:
+def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
     """One row per finished run (runs: ``load_run`` dicts or paths); unfinished runs are left out.
 
     Accuracies are fractions: ``seed_acc`` = loop 0 of the ser (or seed) phase, ``ser_acc`` = last
     loop of the ser phase (None without one), ``full_acc`` = the full phase (None without one),
     ``gain`` = ser - seed, ``gap_closed`` = (ser - seed) / (full - seed). ``kept`` = pseudo-labeled
-    pairs added to training over all loops; ``statuses`` like "EASY>EASY>HARD>STOP". The row
-    also holds ``loops`` (the main phase's diagnostics, for plots) and ``loop_accs``.
+    pairs added to training over all loops; ``statuses`` like "EASY>EASY>HARD>STOP"; ``path`` the
+    run folder relative to the report's input (no machine path); ``gain_low``/``gain_high``/``gain_p``
+    the paired bootstrap CI (``n_boot`` resamples) and McNemar's exact p. The row also holds
+    ``loops`` (the main phase's diagnostics, for plots), ``loop_accs`` and ``outcomes``.
     """
     rows = []
     for run in runs:
@@ -91,11 +94,12 @@ def summary_rows(runs: Iterable) -> list[dict]:
                           if labeled else None)  # of every pair added to training
         stops = [d.get("stop") for d in loops if d.get("stop")]
         outcomes = run_outcomes(run["path"], r)
-        paired = run_statistics(outcomes, n_boot=2000).get("test", {})
+        paired = run_statistics(outcomes, n_boot=n_boot).get("test", {})
         ci = lambda m, k: paired[m]["ci"][k] if m in paired else None  # noqa: E731
         bv = best_val_loop(loops) if ser else None
         rows.append({
-            "run": run["name"], "path": run["path"], "overrides": run["overrides"], "group": group_key(run),
+            "run": run["name"], "path": run.get("rel_path", run["name"]), "overrides": run["overrides"],
+            "group": group_key(run),
             "model": r.get("model"), "data": r.get("data"), "seed": r.get("seed"),
             "labeled_fraction": _num(r.get("labeled_fraction")),
             "rule": th.get("rule"), "tau_high": th.get("tau_high"), "tau_low": th.get("tau_low"),
@@ -132,14 +136,18 @@ def _key_fn(by) -> Callable[[dict], str]:
     return lambda r: ",".join(f"{f}={r.get(f)}" for f in fields)
 
 
-def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], object] = "group") -> list[dict]:
+def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], object] = "group",
+              n_boot: int = N_BOOT) -> list[dict]:
     """Group rows (default: runs that differ only by seed) in first-seen order.
 
     ``by``: a row field, a list of fields, or a function of the row. Each group:
     ``{"group", "n", "runs", "seeds", "model", "data", "labeled_fraction", "seed_acc", "ser_acc",
     "full_acc", "gain", "gap_closed", "kept", "n_loops", "loop_acc": [per loop k], "loop_gain": [per
     loop k: loop k - seed, paired]}``; every statistic is ``{"mean", "std", "n"}`` over the runs that
-    have the value (a run stopped at loop 2 does not count for loop 3).
+    have the value (a run stopped at loop 2 does not count for loop 3). ``paired``: the statistics
+    of :func:`ser.report.paired.group_statistics`, with verdicts Holm-adjusted across the groups
+    (:func:`ser.report.paired.adjust_families`); ``gap_closed_of_means``: mean gain / mean full-data
+    gain over the runs that have both.
     """
     key = _key_fn(by)
     groups: dict[str, list[dict]] = {}
@@ -176,13 +184,16 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
             "/".join(sorted({str(r["loops"][k - 1].get("status")) for r in rs if len(r["loops"]) > k}))
             for k in range(1, n_loop)]
         out[-1]["loop_ece"] = [_stat(r["loops"][k].get("val_ece") for r in rs if len(r["loops"]) > k) for k in range(n_loop)]
-        out[-1]["paired"] = group_statistics([r.get("outcomes") or {} for r in rs])
+        out[-1]["paired"] = group_statistics([r.get("outcomes") or {} for r in rs], n_boot=n_boot)
         out[-1]["ser_best_val_acc"] = _stat(r.get("ser_best_val_acc") for r in rs)
         out[-1]["ser_val_acc"] = _stat(r.get("ser_val_acc") for r in rs)
-        out[-1]["replay"] = replay_summary([r.get("replay") or [] for r in rs])
+        out[-1]["replay"] = replay_summary([r.get("replay") or [] for r in rs], n_boot=n_boot)
         # mean gain / mean full-data gain: a per-run ratio explodes when one seed's full model is
-        # barely better than its seed model, so the group figure is the ratio of the means
-        g, fg = out[-1]["gain"], out[-1]["full_gain"]
-        out[-1]["gap_closed_of_means"] = (g["mean"] / fg["mean"] if g["n"] and fg["n"] and fg["mean"] > 0
-                                          else None)
+        # barely better than its seed model, so the group figure is the ratio of the means, both
+        # taken over the same runs (those with a seed, a SER and a full accuracy)
+        both = [r for r in rs if r["gain"] is not None and r["full_acc"] is not None and r["seed_acc"] is not None]
+        g = statistics.fmean(r["gain"] for r in both) if both else None
+        fg = statistics.fmean(r["full_acc"] - r["seed_acc"] for r in both) if both else None
+        out[-1]["gap_closed_of_means"] = g / fg if both and fg > 0 else None
+    adjust_families(out)
     return out

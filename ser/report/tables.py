@@ -1,7 +1,9 @@
 """Tables of the report: one run's Table 1 (:func:`run_rows`, :func:`format_run_table` with its
 :func:`time_breakdown`, printed by ``ser.train``), the many-run markdown report
 (:func:`format_markdown`: per-run table, one Table 1 per configuration via :func:`table1_rows`
-and :func:`format_stat`, unfinished runs, figures) and ``runs.csv`` (:func:`write_csv`).
+and :func:`format_stat` with its paired CIs, verdicts (Holm-adjusted across configurations) and gap
+closed, the configurations compared, optionally the power table, unfinished runs, figures) and
+``runs.csv`` (:func:`write_csv`).
 """
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from pathlib import Path
 
 from ser.report.compare import compare_groups, compare_lines
 from ser.report.paired import statistics_lines
+from ser.report.power import power_lines
 from ser.report.replay import replay_lines
 from ser.report.runs import sweep_order
 from ser.report.stats import ROW_FIELDS, aggregate, summary_rows
 from ser.report.values import _frac_label, _num, _pct, _plural
+from ser.significance import N_BOOT
 
 
 def run_rows(results: dict) -> list[dict]:
@@ -123,13 +127,18 @@ def table1_rows(group: dict) -> list[tuple[str, dict, dict | None]]:
 
 
 def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, source=None,
-                    by: str | Sequence[str] | Callable[[dict], object] = "group") -> str:
+                    by: str | Sequence[str] | Callable[[dict], object] = "group", n_boot: int = N_BOOT,
+                    power: bool = False) -> str:
     """The report: per-run table, one Table 1 per group (test accuracy mean ± std (n)), the
-    unfinished runs with what is missing, and (``plots``: file -> "" or "skipped: why") the figures."""
-    rows = summary_rows(runs)
-    groups = aggregate(rows, by=by)
+    configurations compared, with ``power`` the test pairs x seeds needed for a given gain
+    (:mod:`ser.report.power`), the unfinished runs with what is missing, and (``plots``: file -> ""
+    or "skipped: why") the figures. ``source`` (the report's input folder) is named by its folder
+    name only: a generated report holds no machine path. ``n_boot``: resamples of every bootstrap."""
+    rows = summary_rows(runs, n_boot=n_boot)
+    groups = aggregate(rows, by=by, n_boot=n_boot)
     unfinished = [r for r in runs if r["status"] != "finished"]
-    out = [f"# SER report{f': {source}' if source is not None else ''}", "",
+    name = Path(source).resolve().name if source is not None else None
+    out = [f"# SER report{f': {name}' if name else ''}", "",
            f"{_plural(len(runs), 'run')}: {len(rows)} finished, {len(unfinished)} unfinished. "
            "Accuracies are pairwise test accuracies in %; gain in percentage points; "
            "gap closed = (SER - seed) / (full - seed).", ""]
@@ -154,7 +163,7 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out += [f"### {title}", "",
                     f"model {g['model']}, data {g['data']}, {_plural(g['n'], 'run')} (seeds "
                     f"{', '.join(str(s) for s in g['seeds'])})", "",
-                    "| | status | pseudo-label prec % | test acc % | vs seed (pts) | 95% CI (seeds x pairs) |",
+                    "| | status | pseudo-label prec % | test acc % | vs seed (pts) | vs seed, paired 95% CI |",
                     "|---|---|---|---|---|---|"]
             test = (g.get("paired") or {}).get("test", {})
             cis = {"SER final": (test.get("ser") or {}).get("gain"), "full 100%": (test.get("ser") or {}).get("full_gain")
@@ -185,7 +194,9 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out += _paired_lines(g)
             out += replay_lines(g.get("replay"))
             out.append("")
-        out += compare_lines(compare_groups(rows, groups, sweep_order(source)), format_stat)
+        out += compare_lines(compare_groups(rows, groups, sweep_order(source), n_boot=n_boot), format_stat)
+        if power:
+            out += power_lines(rows)
     if unfinished:
         out += ["## Unfinished runs", ""]
         for r in unfinished:
@@ -207,24 +218,40 @@ def _fmt_interval(d: dict | None) -> str:
 
 
 def _paired_lines(g: dict) -> list[str]:
-    """Under a group's Table 1: the gap closed with its CI and one verdict line per evaluation set."""
+    """Under a group's Table 1: per evaluation set, the verdict (Holm-adjusted when the report has
+    several configurations), the gap closed with its Fieller CI (or why it is undefined), and a
+    note when runs saved no pair keys (their test pairs are then taken to be their own)."""
     paired = g.get("paired") or {}
-    out = []
+    out, families = [], set()
     for s, res in paired.items():
         ser = res.get("ser")
         if not ser:
             continue
         note = "" if res["runs"] == g["n"] else f" ({res['runs']} of {g['n']} runs saved per-pair scores)"
         out.append(f"- **{s}**{note}: {ser['verdict']}")
+        if ser.get("family"):
+            families.add(ser["family"])
         gap = ser.get("gap_closed")
         if gap:
-            undefined = f"; full <= seed in {100 * ser['gap_undefined']:.0f}% of resamples" if ser["gap_undefined"] else ""
-            out.append(f"  gap closed {100 * gap['estimate']:.0f}% [{100 * gap['low']:.0f}%, {100 * gap['high']:.0f}%]{undefined}")
+            out.append(f"  gap closed {100 * gap['estimate']:.0f}% [{100 * gap['low']:.0f}%, {100 * gap['high']:.0f}%] "
+                       "(Fieller)")
+        elif ser.get("gap_note"):
+            out.append(f"  gap closed {ser['gap_note']}")
         bv = res.get("ser_best_val")
         if bv:
             out.append(f"  {bv['verdict']}")
+        if res.get("keyless"):
+            out.append(f"  {res['keyless']} of {res['runs']} runs saved no pair keys: their test pairs are taken to be "
+                       "their own (if the seeds scored the same pairs, this CI is too narrow)")
+        elif res.get("shared"):
+            out.append(f"  {res['shared']} test pairs are scored by more than one seed: their noise is counted once")
     if out:
-        out = ["", "Paired over seeds and test pairs (two-level bootstrap, 95%):"] + out
+        head = ("Paired over seeds and test pairs (95%: t over seeds, test pairs the seeds share counted once; "
+                "one run: paired bootstrap and McNemar's exact p)")
+        if families:
+            head += (f"; verdicts Holm-adjusted over the {max(families)} configurations of this report "
+                     "(one family per evaluation set)")
+        out = ["", head + ":"] + out
     return out
 
 
