@@ -7,12 +7,14 @@ Many runs (``ser report RUN_OR_SWEEP_DIR``): ``find_runs`` finds the run folders
 unfinished: what was logged so far and whether it can resume); ``summary_rows`` gives one row per
 finished run; ``aggregate`` groups runs that differ only by seed (mean, sample std, n);
 ``format_markdown`` renders both; ``write_report`` writes ``report.md``, ``runs.csv`` and the
-figures (accuracy per loop: Fig. 2; pairs per loop: Fig. 3; score gaps: Fig. 6).
+figures (accuracy per loop: Fig. 2; pairs per loop: Fig. 3; score gaps: Fig. 6; the preference for
+the longer answer per loop: ``length_per_loop.png``).
 
 The package: :mod:`ser.report.runs` (finding and loading runs), :mod:`ser.report.stats` (rows and
 aggregates), :mod:`ser.report.paired` (CIs, tests and verdicts from the per-pair scores),
-:mod:`ser.report.compare` (configurations side by side), :mod:`ser.report.power` (test pairs x
-seeds for a planned run), :mod:`ser.report.tables` (tables, markdown, csv), :mod:`ser.report.plots`
+:mod:`ser.report.compare` (configurations side by side), :mod:`ser.report.length` (length
+control: the length-only baseline, length-balanced and wrong-way accuracy, per loop),
+:mod:`ser.report.power` (test pairs x seeds for a planned run), :mod:`ser.report.tables` (tables, markdown, csv), :mod:`ser.report.plots`
 (figures), :mod:`ser.report.values` (number helpers); ``write_report`` is here, and every name is
 importable from ``ser.report`` as before. Generated reports hold no machine path: the header names
 the input folder, ``runs.csv``'s ``path`` is relative to it.

@@ -2,8 +2,8 @@
 loop (:func:`plot_accuracy`, Fig. 2), pairs per loop (:func:`plot_pairs`, Fig. 3) and score gaps
 on the pool (:func:`plot_gaps`, Fig. 6), and for a sweep the SER gain (with its CI), kept pairs and
 pseudo-label precision against each swept value (:func:`plot_sweep`), and the reliability diagram
-of the pairwise confidence on validation (:func:`plot_reliability`); :func:`make_plots` writes
-them (``PNG_FILES``).
+of the pairwise confidence on validation (:func:`plot_reliability`), and the preference for the
+longer answer per loop (:func:`plot_length`); :func:`make_plots` writes them (``PNG_FILES``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ser.report.replay import RANKINGS, curves
 from ser.report.values import _frac_label, _num
 
 PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png", "sweep.png", "reliability.png",
-             "coverage_precision.png")
+             "coverage_precision.png", "length_per_loop.png")
 
 
 def _figure(nrows=1, ncols=1, size=(8, 5)):
@@ -356,11 +356,68 @@ def plot_coverage(rows: Sequence[dict], groups: Sequence[dict], path: Path, max_
     return None
 
 
+#: the left panel of length_per_loop.png: field -> (line style, marker, label)
+_LENGTH_LINES = {"pool_prefers_longer": ("-", "o", "RM prefers the longer answer (pool)"),
+                 "kept_prefers_longer": ("--", "s", "kept pairs: RM's chosen is the longer"),
+                 "test_prefers_longer": (":", "^", "RM prefers the longer answer (test)"),
+                 "pool_labels_longer": ("-.", "x", "hidden labels: the longer is better (pool)")}
+
+
+def plot_length(rows: Sequence[dict], groups: Sequence[dict], path: Path, max_groups: int = 8) -> str | None:
+    """Does self-labelling amplify the preference for the longer answer? Per loop (mean over seeds,
+    tokens): the RM's preference for the longer answer on the pool, on the pairs it kept and on test,
+    with the hidden labels' share on the pool as the reference; and the test length-balanced
+    accuracy (chance 50%). One colour per configuration."""
+    from matplotlib.lines import Line2D
+
+    def series(g, field):
+        loops = (g.get("length") or {}).get("loops") or []
+        pts = [(k, 100 * row[field]["mean"]) for k, row in enumerate(loops) if row[field]["mean"] is not None]
+        return [k for k, _ in pts], [y for _, y in pts]
+
+    shown = [g for g in groups if any(series(g, f)[0] for f in (*_LENGTH_LINES, "test_length_balanced"))][:max_groups]
+    if not shown:
+        return "no run has length figures per loop (answer lengths were not saved)"
+    col = _colours(groups)
+    fig, axes = _figure(1, 2, size=(12, 4.8))
+    pref, bal = axes[0]
+    one = len(shown) == 1
+    for g in shown:
+        for field, (ls, marker, label) in _LENGTH_LINES.items():
+            x, y = series(g, field)
+            if x:
+                pref.plot(x, y, ls=ls, marker=marker, color=col[g["group"]], label=label if one else None, alpha=0.85)
+        x, y = series(g, "test_length_balanced")
+        if x:
+            bal.plot(x, y, marker="o", color=col[g["group"]], label=_short(g["group"]), alpha=0.85)
+    if not one:  # line styles say which quantity, colours which configuration
+        for ls, marker, label in _LENGTH_LINES.values():
+            pref.add_line(Line2D([], [], ls=ls, marker=marker, color="grey", label=label))
+    pref.axhline(50, color="grey", lw=0.8)
+    bal.axhline(50, color="grey", lw=0.8, ls="--", label="chance (any length-only rule)")
+    pref.set_title("Preference for the longer answer")
+    pref.set_ylabel("% of pairs of unequal length")
+    bal.set_title("Test length-balanced accuracy")
+    bal.set_ylabel("mean of the two length strata (%)")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (pref, bal):
+        a.set_xlabel("after loop (0 = seed RM)")
+        a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    pref.legend(fontsize="x-small", loc="best")
+    _legend(fig, bal)
+    fig.suptitle("Length per SER loop (tokens, mean over seeds)")
+    fig.savefig(path, dpi=120)
+    return None
+
+
 def make_plots(rows: Sequence[dict], groups: Sequence[dict], out_dir: Path) -> dict[str, str]:
     """Write the figures; returns file -> "" (written) or "skipped: why" (and prints why)."""
     out_dir = Path(out_dir)
     notes = {}
-    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep, plot_reliability, plot_coverage)):
+    for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep, plot_reliability, plot_coverage,
+                                     plot_length)):
         target = out_dir / fname
         why = fn(rows, groups, target)
         if why:

@@ -11,10 +11,11 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ser.report.length import adjust_length_family, group_length, row_fields, run_length
 from ser.report.paired import adjust_families, best_val_loop, group_statistics, run_outcomes, run_statistics
 from ser.report.replay import replay_run, replay_summary
 from ser.report.runs import _split_overrides, load_run
-from ser.report.values import _num
+from ser.report.values import _num, _stat
 from ser.significance import N_BOOT
 
 _SEED_ITEM = re.compile(r"^\+{0,2}seed=")
@@ -49,7 +50,11 @@ def _main_phase(results: dict) -> dict | None:
 ROW_FIELDS = ["run", "path", "overrides", "group", "model", "data", "seed", "labeled_fraction", "rule", "tau_high",
               "tau_low", "tau_delta", "min_count", "seed_acc", "ser_acc", "full_acc", "gain", "gap_closed", "n_loops",
               "kept", "kept_precision", "statuses", "stop", "loop_test_accs", "wall_s", "gain_low", "gain_high", "gain_p",
-              "full_gain_low", "full_gain_high", "best_val_loop", "ser_best_val_acc"]
+              "full_gain_low", "full_gain_high", "best_val_loop", "ser_best_val_acc",
+              # length control on test (ser.report.length): tokens, then the same in characters
+              "length_baseline", "seed_balanced", "ser_balanced", "full_balanced", "seed_wrong_way", "ser_wrong_way",
+              "length_direction", "length_direction_source", "length_baseline_chars", "seed_balanced_chars",
+              "ser_balanced_chars", "full_balanced_chars"]
 
 
 def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
@@ -60,8 +65,10 @@ def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
     ``gain`` = ser - seed, ``gap_closed`` = (ser - seed) / (full - seed). ``kept`` = pseudo-labeled
     pairs added to training over all loops; ``statuses`` like "EASY>EASY>HARD>STOP"; ``path`` the
     run folder relative to the report's input (no machine path); ``gain_low``/``gain_high``/``gain_p``
-    the paired bootstrap CI (``n_boot`` resamples) and McNemar's exact p. The row also holds
-    ``loops`` (the main phase's diagnostics, for plots), ``loop_accs`` and ``outcomes``.
+    the paired bootstrap CI (``n_boot`` resamples) and McNemar's exact p; ``length_*``,
+    ``*_balanced``, ``*_wrong_way``: length control on test (:func:`ser.report.length.row_fields`).
+    The row also holds ``loops`` (the main phase's diagnostics, for plots), ``loop_accs``,
+    ``outcomes`` and ``length`` (:func:`ser.report.length.run_length`).
     """
     rows = []
     for run in runs:
@@ -97,6 +104,7 @@ def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
         paired = run_statistics(outcomes, n_boot=n_boot).get("test", {})
         ci = lambda m, k: paired[m]["ci"][k] if m in paired else None  # noqa: E731
         bv = best_val_loop(loops) if ser else None
+        length = run_length(run["path"], r, outcomes)
         rows.append({
             "run": run["name"], "path": run.get("rel_path", run["name"]), "overrides": run["overrides"],
             "group": group_key(run),
@@ -115,16 +123,11 @@ def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
             "full_gain_low": ci("full", "low"), "full_gain_high": ci("full", "high"),
             "best_val_loop": bv, "ser_best_val_acc": loop_accs[bv] if bv is not None and bv < len(loop_accs) else None,
             "ser_val_acc": _num(ser.get("val_acc")) if ser and ser.get("loops") else None,
+            **row_fields(length),
             "loop_accs": loop_accs, "loops": loops, "outcomes": outcomes, "replay": replay_run(run["path"], r),
+            "length": length,
         })
     return rows
-
-
-def _stat(values: Iterable) -> dict:
-    """Mean, sample standard deviation (n - 1; None for n < 2) and n of the non-missing values."""
-    v = [x for x in (_num(x) for x in values) if x is not None]
-    return {"mean": statistics.fmean(v) if v else None, "std": statistics.stdev(v) if len(v) > 1 else None,
-            "n": len(v)}
 
 
 def _key_fn(by) -> Callable[[dict], str]:
@@ -147,7 +150,8 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
     have the value (a run stopped at loop 2 does not count for loop 3). ``paired``: the statistics
     of :func:`ser.report.paired.group_statistics`, with verdicts Holm-adjusted across the groups
     (:func:`ser.report.paired.adjust_families`); ``gap_closed_of_means``: mean gain / mean full-data
-    gain over the runs that have both.
+    gain over the runs that have both; ``length``: length control (:func:`ser.report.length.group_length`,
+    its verdicts Holm-adjusted over the report: :func:`ser.report.length.adjust_length_family`).
     """
     key = _key_fn(by)
     groups: dict[str, list[dict]] = {}
@@ -188,6 +192,7 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
         out[-1]["ser_best_val_acc"] = _stat(r.get("ser_best_val_acc") for r in rs)
         out[-1]["ser_val_acc"] = _stat(r.get("ser_val_acc") for r in rs)
         out[-1]["replay"] = replay_summary([r.get("replay") or [] for r in rs], n_boot=n_boot)
+        out[-1]["length"] = group_length(rs)
         # mean gain / mean full-data gain: a per-run ratio explodes when one seed's full model is
         # barely better than its seed model, so the group figure is the ratio of the means, both
         # taken over the same runs (those with a seed, a SER and a full accuracy)
@@ -196,4 +201,5 @@ def aggregate(rows: Sequence[dict], by: str | Sequence[str] | Callable[[dict], o
         fg = statistics.fmean(r["full_acc"] - r["seed_acc"] for r in both) if both else None
         out[-1]["gap_closed_of_means"] = g / fg if both and fg > 0 else None
     adjust_families(out)
+    adjust_length_family(out)
     return out

@@ -2,7 +2,8 @@
 :func:`time_breakdown`, printed by ``ser.train``), the many-run markdown report
 (:func:`format_markdown`: per-run table, one Table 1 per configuration via :func:`table1_rows`
 and :func:`format_stat` with its paired CIs, verdicts (Holm-adjusted across configurations) and gap
-closed, the configurations compared, optionally the power table, unfinished runs, figures) and
+closed, then its length control on test and per loop (:mod:`ser.report.length`), the configurations
+compared, optionally the power table, unfinished runs, figures) and
 ``runs.csv`` (:func:`write_csv`).
 """
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ser.report.compare import compare_groups, compare_lines
+from ser.report.length import length_lines, loop_lines
 from ser.report.paired import statistics_lines
 from ser.report.power import power_lines
 from ser.report.replay import replay_lines
 from ser.report.runs import sweep_order
 from ser.report.stats import ROW_FIELDS, aggregate, summary_rows
-from ser.report.values import _frac_label, _num, _pct, _plural
+from ser.report.values import _frac_label, _num, _pct, _plural, format_stat
 from ser.significance import N_BOOT
 
 
@@ -89,16 +91,6 @@ def time_breakdown(results: dict) -> list[str]:
                    + (f", label {sum(label):.0f} s ({per(label)})" if label else "")
                    + f", evaluate {evaluate:.0f} s, export {t.get('export_s', 0):.1f} s")
     return out
-
-
-def format_stat(s: dict, scale: float = 100.0, signed: bool = False, digits: int = 2) -> str:
-    """``"mean ± std (n)"`` with 2 decimals (percent by default); ``"mean (1)"`` for one run; ``"-"`` for none."""
-    if not s or not s["n"] or s["mean"] is None:
-        return "-"
-    m = f"{scale * s['mean']:{'+' if signed else ''}.{digits}f}"
-    if s["std"] is None:
-        return f"{m} ({s['n']})"
-    return f"{m} ± {scale * s['std']:.{digits}f} ({s['n']})"
 
 
 def _cell(x) -> str:
@@ -192,6 +184,8 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             if extra:
                 out += ["", "; ".join(extra)]
             out += _paired_lines(g)
+            out += length_lines(g, seed_label=f"{_frac_label(g['labeled_fraction'])} seed")
+            out += loop_lines(g)
             out += replay_lines(g.get("replay"))
             out.append("")
         out += compare_lines(compare_groups(rows, groups, sweep_order(source), n_boot=n_boot), format_stat)
