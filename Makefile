@@ -26,9 +26,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m ser.train experiment=ser_hh_minilm
 
-# The whole suite on this CPU's own kernels, then the numerics-sensitive tests (training, PPO, loop,
-# resume: `-m numerics`) again with oneDNN and ATen capped at AVX2, so every run checks two
-# instruction sets (skipped where the CPU is AVX2 at most: the caps would change nothing).
+# The whole suite on this CPU's own kernels, then the numerics-sensitive tests (`-m numerics`:
+# tests/test_loop.py (training, the loop, kill and resume), tests/test_ppo.py and the real-model
+# integration tests) again with oneDNN and ATen capped at AVX2, so every run checks two instruction
+# sets (skipped where the CPU is AVX2 at most: the caps would change nothing). Tests that compare two
+# runs on the same kernels (reuse, fault injection) run once.
 AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 test: install
 	$(PY) -m pytest -q

@@ -17,8 +17,6 @@ from tests.conftest import ROOT
 from tests.loop_utils import selections
 from tests.synthetic import tiny_overrides, write_pairs
 
-# numerics-sensitive: `make test` runs this file a second time under the AVX2 caps
-pytestmark = pytest.mark.numerics
 
 # (point, n-th visit since the restart), in the order the run meets them. The loop-0 entry is
 # published only by a run that starts without progress of its own, so that kill comes first.

@@ -7,8 +7,6 @@ import pytest
 
 from ser.precision import BF16, FP32, Hardware, choose_precision, read_cpu_info, resolve_precision
 
-# numerics-sensitive: `make test` runs this file a second time under the AVX2 caps
-pytestmark = pytest.mark.numerics
 
 ZEN4 = frozenset("fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni".split())
 ZEN3 = frozenset("fpu sse2 avx avx2 fma".split())

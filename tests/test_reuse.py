@@ -14,8 +14,6 @@ from tests.conftest import compose
 from tests.loop_utils import selections
 from tests.synthetic import tiny_overrides, write_pairs
 
-# numerics-sensitive: `make test` runs this file a second time under the AVX2 caps
-pytestmark = pytest.mark.numerics
 
 
 def test_key_follows_what_reaches_loop0_and_not_the_thresholds(tmp_path):

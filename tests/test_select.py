@@ -14,8 +14,6 @@ from tests.conftest import compose
 from tests.loop_utils import selections
 from tests.synthetic import tiny_overrides, write_pairs
 
-# numerics-sensitive: `make test` runs this file a second time under the AVX2 caps
-pytestmark = pytest.mark.numerics
 
 BASE = ("loop.max_loops=3", "thresholds.scaling=labeled_std", "thresholds.min_count=1", "loop.epochs_per_loop=1")
 
