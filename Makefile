@@ -27,10 +27,10 @@ demo: install
 	$(PY) -m ser.train experiment=ser_hh_minilm
 
 # The whole suite on this CPU's own kernels, then the numerics-sensitive tests (`-m numerics`:
-# tests/test_loop.py (training, the loop, kill and resume), tests/test_ppo.py and the real-model
-# integration tests) again with oneDNN and ATen capped at AVX2, so every run checks two instruction
-# sets (skipped where the CPU is AVX2 at most: the caps would change nothing). Tests that compare two
-# runs on the same kernels (reuse, fault injection) run once.
+# tests/test_loop.py (training, the loop, kill and resume) and tests/test_ppo.py) again with oneDNN
+# and ATen capped at AVX2, so every run checks two instruction sets (skipped where the CPU is AVX2 at
+# most: the caps would change nothing). Tests that compare two runs on the same kernels (reuse, fault
+# injection) and the real-model integration tests run once, to keep CI under 15 minutes.
 AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 test: install
 	$(PY) -m pytest -q

@@ -7,7 +7,7 @@ import torch
 from ser.train import run
 from tests.conftest import compose
 
-pytestmark = [pytest.mark.integration, pytest.mark.numerics]
+pytestmark = pytest.mark.integration
 
 
 def test_minilm_ser_on_real_hh_pairs(tmp_path, data_dir):
