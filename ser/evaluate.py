@@ -41,7 +41,10 @@ def load_policy(source: str | dict, device: str | torch.device = "cpu"):
             pcfg = OmegaConf.create(source["random_init"])
             tok = load_policy_tokenizer(pcfg)
             return build_policy(pcfg, tok).to(device).eval(), tok, {}
+        revision = {"revision": source["revision"]} if source.get("revision") else {}
         source = source["name_or_path"]
+    else:
+        revision = {}
     p = Path(str(source)).expanduser()
     if not p.is_dir() and (CONF / "ppo" / f"{source}.yaml").exists():
         from hydra import compose, initialize_config_dir
@@ -50,10 +53,11 @@ def load_policy(source: str | dict, device: str | torch.device = "cpu"):
             cfg = compose(config_name="ppo_main", overrides=[f"ppo={source}"])
         tok = load_policy_tokenizer(cfg.ppo.policy)
         return build_policy(cfg.ppo.policy, tok).to(device).eval(), tok, {}
-    tok = AutoTokenizer.from_pretrained(str(p) if p.is_dir() else str(source))
+    src, revision = (str(p), {}) if p.is_dir() else (str(source), revision)
+    tok = AutoTokenizer.from_pretrained(src, **revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
-    model = AutoModelForCausalLM.from_pretrained(str(p) if p.is_dir() else str(source), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, **revision)
     model.config.pad_token_id = tok.pad_token_id
     meta_file = p / "ser_policy.json"
     meta = json.loads(meta_file.read_text()) if p.is_dir() and meta_file.exists() else {}

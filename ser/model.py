@@ -125,7 +125,9 @@ def resolve_pretrained(mcfg: DictConfig) -> str:
     if local is not None:
         if (name, str(local)) not in _ANNOUNCED:
             _ANNOUNCED.add((name, str(local)))
-            log.info("hub not reachable: using the offline copy of %s at %s", name, local)
+            rev = mcfg.get("revision")
+            log.info("hub not reachable: using the offline copy of %s at %s%s", name, local,
+                     f" ({config_key(mcfg, 'revision')}={rev} cannot be checked against it)" if rev else "")
         return str(local)
     off = mcfg.get("offline")
     folder = f"set {config_key(mcfg)} to a local folder holding the model"
@@ -140,6 +142,12 @@ def resolve_pretrained(mcfg: DictConfig) -> str:
     raise ModelNotFound(f"model '{name}': the hub is not reachable and no offline copy of it is available; {hint}")
 
 
+def revision_kwargs(mcfg: DictConfig, src: str) -> dict:
+    """``{"revision": ...}`` for ``from_pretrained`` when ``src`` is a hub id and the config pins one."""
+    rev = mcfg.get("revision")
+    return {"revision": rev} if rev and not Path(src).is_dir() else {}
+
+
 # --------------------------------------------------------------------------------------------
 # Building tokenizer and model
 # --------------------------------------------------------------------------------------------
@@ -147,8 +155,9 @@ def resolve_pretrained(mcfg: DictConfig) -> str:
 def load_tokenizer(mcfg: DictConfig):
     from transformers import AutoTokenizer
 
-    src = resolve_pretrained(mcfg.tokenizer) if mcfg.get("tokenizer") else resolve_pretrained(mcfg)
-    tok = AutoTokenizer.from_pretrained(src)
+    tcfg = mcfg.tokenizer if mcfg.get("tokenizer") else mcfg
+    src = resolve_pretrained(tcfg)
+    tok = AutoTokenizer.from_pretrained(src, **revision_kwargs(tcfg, src))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     if tok.pad_token is None:
@@ -168,7 +177,9 @@ def build_hf_model(mcfg: DictConfig, tokenizer):
         torch.manual_seed(int(mcfg.get("init_seed", 0)))
         model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained(mcfg), num_labels=1, dtype=dtype)
+        src = resolve_pretrained(mcfg)
+        model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, dtype=dtype,
+                                                                   **revision_kwargs(mcfg, src))
     model.config.pad_token_id = tokenizer.pad_token_id
     if mcfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

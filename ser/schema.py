@@ -41,6 +41,7 @@ class TokenizerSource:
     """A tokenizer taken from another model (tiny random models use a real tokenizer)."""
 
     name_or_path: str = ""
+    revision: Optional[str] = None  # hub branch, tag or commit of a hub id (null: the hub's default)
     offline: Optional[OfflineCopy] = None
 
 
@@ -61,6 +62,7 @@ class ModelConfig:
 
     name: str = "minilm"  # short name used in run names, tags and tables
     name_or_path: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub id or local folder
+    revision: Optional[str] = None  # hub branch, tag or commit to pin a hub id (null: the hub's default); part of the reuse key
     offline: Optional[OfflineCopy] = None
     tokenizer: Optional[TokenizerSource] = None  # null: the model's own
     dtype: str = "float32"  # weight dtype at load (bfloat16 for the paper's 7B-70B models)
@@ -78,6 +80,7 @@ class PolicyConfig:
 
     name: str = "smollm2_135m"
     name_or_path: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    revision: Optional[str] = None  # hub branch, tag or commit to pin a hub id (null: the hub's default)
     offline: Optional[OfflineCopy] = None
     tokenizer: Optional[TokenizerSource] = None
     random_init: bool = False
@@ -107,6 +110,7 @@ class DataConfig:
     hub_split: str = "train"
     hub_test_split: Optional[str] = None
     hub_data_dir: Optional[str] = None
+    hub_revision: Optional[str] = None  # hub branch, tag or commit of hub_id (null: the default); part of the reuse key
     columns: Optional[Dict[str, str]] = None  # rename columns to prompt/chosen/rejected
     format: str = "auto"  # auto | hh | summarize | pairs | stack_exchange
     # Stack Exchange questions (format stack_exchange, ser/data/stack_exchange.py): text renders the

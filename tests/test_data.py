@@ -878,3 +878,23 @@ def test_datamodule_labeled_length_direction(dm):
     shorter = sum(tok(r["chosen"]) < tok(r["rejected"]) for r in rows)
     assert (d["tokens"]["longer"], d["tokens"]["shorter"]) == (longer, shorter) and shorter > longer
     assert d["tokens"]["direction"] == "shorter" and dm.labeled_length_direction() is d  # computed once
+
+
+def test_a_pinned_hub_revision_reaches_load_dataset_and_the_reuse_key(monkeypatch):
+    import datasets
+
+    from ser.data import load_pairs
+    from ser.reuse_key import hub_data
+    from tests.conftest import compose
+
+    seen = {}
+
+    def fake(hub_id, config=None, **kw):
+        seen.update(kw, hub_id=hub_id)
+        return [{"prompt": "q", "chosen": "good", "rejected": "bad"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    pairs, _ = load_pairs(None, "pairs", hub_id="org/prefs", hub_revision="v1.2")
+    assert len(pairs) == 1 and seen["hub_id"] == "org/prefs" and seen["revision"] == "v1.2"
+    cfg = compose(["data.files=null", "data.hub_id=org/prefs", "data.hub_revision=v1.2"])
+    assert hub_data(cfg.data)["data"] == {"id": "org/prefs", "revision": "v1.2"}

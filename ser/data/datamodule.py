@@ -73,11 +73,12 @@ class PreferenceDataModule(pl.LightningDataModule):
         columns = dict(c.columns) if c.get("columns") else None
         options = options_from_config(c)
         pairs, rep = load_pairs(c.files, c.format, c.get("data_dir"), c.get("hub_id"), c.get("hub_config"),
-                                c.get("hub_split", "train"), c.get("hub_data_dir"), c.get("limit"), columns, options)
+                                c.get("hub_split", "train"), c.get("hub_data_dir"), c.get("limit"), columns, options,
+                                hub_revision=c.get("hub_revision"))
         test_pairs = trep = None
         if c.get("hub_test_split") and not c.files:
             test_pairs, trep = load_pairs(None, c.format, None, c.hub_id, c.get("hub_config"), c.hub_test_split,
-                                          c.get("hub_data_dir"), None, columns, options)
+                                          c.get("hub_data_dir"), None, columns, options, hub_revision=c.get("hub_revision"))
         elif c.get("test_files"):
             test_pairs, trep = load_pairs(c.test_files, c.format, c.get("data_dir"), columns=columns, options=options)
         if trep is not None:  # the separate test split counts in the same load report
@@ -114,7 +115,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         pairs, rep = load_pairs(files, spec.get("format", "auto"), spec.get("data_dir") or c.get("data_dir"),
                                 spec.get("hub_id"), spec.get("hub_config"),
                                 spec.get("hub_test_split") or spec.get("hub_split", "train"), spec.get("hub_data_dir"),
-                                spec.get("limit"), columns, options_from_config(spec))
+                                spec.get("limit"), columns, options_from_config(spec), hub_revision=spec.get("hub_revision"))
         train_keys = {p["key"] for p in self.splits.labeled} | {p["key"] for p in self.splits.pool}
         kept = [p for p in pairs if p["key"] not in train_keys]
         if len(kept) < len(pairs):

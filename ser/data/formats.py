@@ -307,6 +307,7 @@ def load_pairs(
     limit: int | None = None,
     columns: dict | None = None,
     options: dict | None = None,
+    hub_revision: str | None = None,
 ) -> tuple[list[dict], LoadReport]:
     """Load and normalise pairs from local ``files`` (preferred) or a hub dataset.
 
@@ -321,7 +322,7 @@ def load_pairs(
         import datasets
 
         try:
-            ds = datasets.load_dataset(hub_id, hub_config, split=hub_split, data_dir=hub_data_dir)
+            ds = datasets.load_dataset(hub_id, hub_config, split=hub_split, data_dir=hub_data_dir, revision=hub_revision)
         except Exception as e:  # noqa: BLE001 - re-raised with the fix
             raise DataError(
                 f"could not load hub dataset '{hub_id}' ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "

@@ -32,7 +32,7 @@ def build_policy(pcfg: DictConfig, tok, causal: bool = True):
     """``AutoModelForCausalLM`` (or the bare ``AutoModel`` backbone with ``causal=False``)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    from ser.model import resolve_pretrained
+    from ser.model import resolve_pretrained, revision_kwargs
 
     cls = AutoModelForCausalLM if causal else AutoModel
     dtype = getattr(torch, pcfg.get("dtype", "float32"))
@@ -43,7 +43,8 @@ def build_policy(pcfg: DictConfig, tok, causal: bool = True):
         torch.manual_seed(int(pcfg.get("init_seed", 0)))
         model = cls.from_config(conf, dtype=dtype)
     else:
-        model = cls.from_pretrained(resolve_pretrained(pcfg), dtype=dtype)
+        src = resolve_pretrained(pcfg)
+        model = cls.from_pretrained(src, dtype=dtype, **revision_kwargs(pcfg, src))
     model.config.pad_token_id = tok.pad_token_id
     if causal and getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tok.pad_token_id

@@ -48,11 +48,12 @@ def save_policy(policy, tok, path: Path, value_head: nn.Module | None = None, me
 
 def policy_source(pcfg: DictConfig) -> dict:
     """How to rebuild the starting policy: a folder or hub id, or the random-init config."""
-    from ser.model import resolve_pretrained
+    from ser.model import resolve_pretrained, revision_kwargs
 
     if pcfg.get("random_init"):
         return {"random_init": OmegaConf.to_container(pcfg, resolve=True)}
-    return {"name_or_path": resolve_pretrained(pcfg)}
+    src = resolve_pretrained(pcfg)
+    return {"name_or_path": src, **revision_kwargs(pcfg, src)}
 
 
 # --------------------------------------------------------------------------------------------
