@@ -120,14 +120,16 @@ def table1_rows(group: dict) -> list[tuple[str, dict, dict | None]]:
 
 def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, source=None,
                     by: str | Sequence[str] | Callable[[dict], object] = "group", n_boot: int = N_BOOT,
-                    power: bool = False) -> str:
+                    power: bool = False, rows: list[dict] | None = None, groups: list[dict] | None = None) -> str:
     """The report: per-run table, one Table 1 per group (test accuracy mean ± std (n)), the
     configurations compared, with ``power`` the test pairs x seeds needed for a given gain
     (:mod:`ser.report.power`), the unfinished runs with what is missing, and (``plots``: file -> ""
     or "skipped: why") the figures. ``source`` (the report's input folder) is named by its folder
-    name only: a generated report holds no machine path. ``n_boot``: resamples of every bootstrap."""
-    rows = summary_rows(runs, n_boot=n_boot)
-    groups = aggregate(rows, by=by, n_boot=n_boot)
+    name only: a generated report holds no machine path. ``n_boot``: resamples of every bootstrap.
+    ``rows`` / ``groups``: :func:`summary_rows` and :func:`aggregate` (by ``by``) of ``runs`` when the
+    caller has them already (each reads every run's score files)."""
+    rows = summary_rows(runs, n_boot=n_boot) if rows is None else rows
+    groups = aggregate(rows, by=by, n_boot=n_boot) if groups is None else groups
     unfinished = [r for r in runs if r["status"] != "finished"]
     name = Path(source).resolve().name if source is not None else None
     out = [f"# SER report{f': {name}' if name else ''}", "",
