@@ -19,7 +19,7 @@ DATA=(rm-bench/chat_filtered.json rm-bench/code_filtered.json rm-bench/safety-re
       rm-bench/safety-response_filtered.json)
 for exp in ${EXPERIMENTS//,/ }; do
   for seed in ${SEEDS//,/ }; do
-    run=$(ls -d "$RUNS/$exp/experiment=$exp,seed=$seed"* 2>/dev/null | grep -v 'length_balance=true' | head -1 || true)
+    run=$(ls -d "$RUNS/$exp/experiment=$exp,seed=$seed"* 2>/dev/null | grep -vi 'length_balance=true' | head -1 || true)
     if [ -z "$run" ] || [ ! -f "$run/results.json" ]; then
       echo "rm_bench.sh: no finished run of $exp seed $seed under $RUNS/$exp; run experiments/length_balance.sh first" >&2
       exit 1
