@@ -26,6 +26,7 @@ chosen answers and within the rejected ones, how often the more styled answer of
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -35,7 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from ser.errors import DataError
-from ser.significance import N_BOOT, Interval
+from ser.significance import N_BOOT, Interval, sign_flip_p
 
 log = logging.getLogger("ser.data")
 
@@ -190,14 +191,16 @@ def paired_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]
                       level: float = 0.95, seed: int = 0) -> Interval:
     """Model A minus model B on the same prompts: per group (domain), the per-prompt values of A and
     B in the same prompt order; the difference of the domain means averaged over domains, with a
-    CI from resampling prompts (the same prompts for both models) within each domain."""
+    CI from resampling prompts (the same prompts for both models) within each domain, and ``p`` from
+    the paired sign-flip test of the same statistic (:func:`ser.significance.sign_flip_p`)."""
     diffs = []
     for ga, gb in zip(a, b, strict=True):
         ga, gb = np.asarray(ga, dtype=float), np.asarray(gb, dtype=float)
         if ga.shape != gb.shape:
             raise ValueError(f"paired values need the same prompts: {ga.shape} vs {gb.shape}")
         diffs.append(ga - gb)
-    return bootstrap_domain_mean(diffs, n_boot, level, seed)
+    ci = bootstrap_domain_mean(diffs, n_boot, level, seed)
+    return dataclasses.replace(ci, p=sign_flip_p(diffs, n_boot, seed))
 
 
 def style_preference(chosen: np.ndarray, rejected: np.ndarray) -> dict:

@@ -107,6 +107,8 @@ def summary_lines(res: dict) -> list[str]:
             lines.append(f"  {dom.ljust(w)}  {b['prompts']:>7}  " + "  ".join(f"{_diff(b[m]):<22}" for m in METRICS))
         lines.append(f"  {'overall'.ljust(w)}  {p['prompts']:>7}  "
                      + "  ".join(f"{_diff(p['overall'][m]):<22}" for m in METRICS))
+        if all(p["overall"][m].get("p") is not None for m in METRICS):
+            lines.append("  overall, paired sign-flip test p: " + ", ".join(f"{m} {p['overall'][m]['p']:.3g}" for m in METRICS))
     t = res["timings"]
     lines.append(f"scored {t['sequences']} answers in {t['score_s']} s ({t['seq_per_s']}/s) on {res['device']}")
     return lines
