@@ -89,6 +89,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
     if cfg.data.get("html", "text") not in ("text", "keep"):
         raise ConfigError(f"data.html='{cfg.data.html}' must be text (HTML rendered to Markdown) or keep")
+    pack_length = cfg.data.get("pack_length")
+    if pack_length is not None and pack_length < cfg.data.max_length:
+        raise ConfigError(f"data.pack_length={pack_length} must be >= data.max_length={cfg.data.max_length} "
+                          "(every sequence must fit in one packed row), or null (the longest sequence of the batch)")
     if cfg.data.get("pairs_per_prompt") is not None and cfg.data.pairs_per_prompt < 1:
         raise ConfigError(f"data.pairs_per_prompt={cfg.data.pairs_per_prompt} must be >= 1 (or null: every pair)")
     if cfg.get("ppo") is not None and cfg.ppo.get("enabled"):
