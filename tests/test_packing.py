@@ -107,8 +107,16 @@ def test_packed_rewards_and_gradients_equal_padded(capacity):
     assert max(abs(a - b) for a, b in zip(leaky.tolist(), r_pad.tolist())) > 1e-3
 
 
-def test_score_sequences_packed_equals_padded():
-    _, tok, net = tiny("tiny_decoder")
+@pytest.mark.parametrize("lora_r", [0, 8])
+def test_score_sequences_packed_equals_padded(lora_r):
+    lora = {"r": lora_r, "alpha": 32, "dropout": 0.1, "target_modules": None}
+    _, tok, net = tiny("tiny_decoder", lora=lora)
+    if lora_r:  # LoRA's B starts at 0: move it so the adapters change the rewards
+        assert any("lora_B" in name for name, _ in net.named_parameters())
+        torch.manual_seed(1)
+        for name, p in net.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.5)
     seqs = encode(tok, TEXTS * 3)
     padded = score_sequences(net, seqs, tok.pad_token_id, batch_size=7)
     for pack_length in (None, 256):
