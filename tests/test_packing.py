@@ -107,6 +107,25 @@ def test_packed_rewards_and_gradients_equal_padded(capacity):
     assert max(abs(a - b) for a, b in zip(leaky.tolist(), r_pad.tolist())) > 1e-3
 
 
+def test_transformers_mask_is_block_diagonal_causal_from_segment_ids():
+    """The mask transformers builds from packed position ids (what packed_rewards relies on) is
+    exactly "same segment and not in the future", with segments from :func:`segment_ids`."""
+    from transformers.masking_utils import create_causal_mask
+
+    _, tok, net = tiny("tiny_decoder")
+    b = pack_batch([[5] * 3, [6] * 5, [7] * 2, [8] * 1], pad_id=0, capacity=6)
+    rows, width = b["input_ids"].shape
+    mask = create_causal_mask(config=net.config, inputs_embeds=torch.zeros(rows, width, net.config.hidden_size),
+                              attention_mask=None, cache=None, position_ids=b["position_ids"])
+    assert mask is not None and mask.dtype == torch.bool and tuple(mask.shape) == (rows, 1, width, width)
+    for r in range(rows):  # a row's segments: where its position ids restart at 0
+        pos = b["position_ids"][r].tolist()
+        starts = [i for i, p in enumerate(pos) if p == 0] + [width]
+        seg = torch.tensor(segment_ids([e - s for s, e in zip(starts, starts[1:])]))
+        q, k = torch.arange(width)[:, None], torch.arange(width)[None, :]
+        assert torch.equal(mask[r, 0], (seg[:, None] == seg[None, :]) & (k <= q))
+
+
 @pytest.mark.parametrize("lora_r", [0, 8])
 def test_score_sequences_packed_equals_padded(lora_r):
     lora = {"r": lora_r, "alpha": 32, "dropout": 0.1, "target_modules": None}
