@@ -7,9 +7,11 @@ very same batches in the same order (checked):
 
 * ``raw``: the plain Hugging Face model (``model(input_ids, attention_mask).logits``), AdamW with
   ser's parameter groups, LR schedule and clipping, ``-logsigmoid(r_c - r_r)``, a plain loop;
-  ``raw foreach`` / ``raw fused``: the same with ``AdamW(foreach=True)`` / ``AdamW(fused=True)``.
+  ``raw fused``: the same with ``AdamW(fused=True)`` (what the fused CPU kernel would give: ser
+  cannot use it under Lightning's bf16-mixed, which refuses to clip gradients of a fused optimizer).
 * ``ser``: ``RewardModel`` + a Lightning ``Trainer`` from ``conf/trainer/cpu.yaml`` fitting on
-  ``PreferenceDataModule`` (what ``python -m ser.train`` runs); ``ser packing``: the same with
+  ``PreferenceDataModule`` (what ``python -m ser.train`` runs); ``ser foreach``:
+  ``optim.cpu_impl=foreach`` (AdamW's multi-tensor kernels); ``ser packing``:
   ``data.packing=true``; ``ser lora8``: ``model.lora.r=8`` (the paper's setting).
 * ``trl``: TRL's ``RewardTrainer`` with its defaults (only when ``trl`` is importable:
   ``pip install 'ser[bench]'``; random batches of its own, so not the same batches).
@@ -45,13 +47,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from omegaconf import OmegaConf  # noqa: E402
+
 from common import base_parser, check_line, cpu_line, machine_info, ratio, section, setup_env, table, write_results  # noqa: E402
 from decoder_work import add_work_args, autocast, load_work, non_embedding_params, score_answers, spread, use_bf16  # noqa: E402
 
 NAME = "decoder_rm"
 # training variant -> (path, the variant its ratio is against)
-TRAIN_VARIANTS = {"raw": ("raw", None), "raw foreach": ("raw", "raw"), "raw fused": ("raw", "raw"),
-                  "ser": ("ser", "raw"), "ser packing": ("ser", "ser"), "ser lora8": ("ser", "ser")}
+TRAIN_VARIANTS = {"raw": ("raw", None), "raw fused": ("raw", "raw"), "ser": ("ser", "raw"), "ser foreach": ("ser", "ser"),
+                  "ser packing": ("ser", "ser"), "ser lora8": ("ser", "ser")}
+# the config overrides of each ser variant; AdamW's keyword arguments of each raw variant
+SER_OVERRIDES = {"ser": {}, "ser foreach": {"optim.cpu_impl": "foreach"}, "ser packing": {"data.packing": True},
+                 "ser lora8": {"model.lora.r": 8}}
+RAW_ADAMW = {"raw": {}, "raw fused": {"fused": True}}
 SCORE_VARIANTS = {"ser padded": None, "ser packed": "ser padded"}
 
 
@@ -146,7 +154,7 @@ def run_raw(cfg, tok, dm, n_steps: int, bf16: bool, adamw: dict) -> dict:
     return {"times": times, "tokens": tokens}
 
 
-def run_ser(cfg, tok, dm, n_steps: int, packing: bool) -> dict:
+def run_ser(cfg, tok, dm, n_steps: int) -> dict:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -160,7 +168,7 @@ def run_ser(cfg, tok, dm, n_steps: int, packing: bool) -> dict:
             self.times.append(time.perf_counter())
             self.tokens.append(batch_tokens(batch))
 
-    dm.cfg.packing = packing  # Lightning asks the DataModule for the loader (epoch 0: the same batches)
+    dm.cfg.packing = cfg.data.packing  # Lightning asks the DataModule for the loader (epoch 0: the same batches)
     dm.trainer = None
     module = RewardModel(fresh_net(cfg, tok), cfg.loss, cfg.optim)
     module.set_schedule(0, n_steps)
@@ -245,12 +253,12 @@ def main():
         path, _ = TRAIN_VARIANTS[v]
         with section(f"training: {v}, {n_steps} steps"):
             if path == "raw":
-                adamw = {"raw foreach": {"foreach": True}, "raw fused": {"fused": True}}.get(v, {})
-                r = run_raw(cfg, tok, dm, n_steps, bf16, adamw)
+                r = run_raw(cfg, tok, dm, n_steps, bf16, RAW_ADAMW[v])
             else:
                 vcfg = copy.deepcopy(cfg)
-                vcfg.model.lora.r = 8 if v == "ser lora8" else 0
-                r = run_ser(vcfg, tok, dm, n_steps, packing=v == "ser packing")
+                for key, value in SER_OVERRIDES[v].items():
+                    OmegaConf.update(vcfg, key, value)
+                r = run_ser(vcfg, tok, dm, n_steps)
         steps_tokens[v] = r["tokens"]
         train[v] = r
     trl_note = None

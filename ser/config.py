@@ -8,6 +8,7 @@ from ser.data import check_fraction
 from ser.errors import ConfigError, DataError, ModelNotFound, PPOConfigError
 from ser.losses import LOSSES
 from ser.loop import SELECT_MODES, thresholds_from_config
+from ser.model import ADAMW_CPU_IMPLS
 from ser.progress import LINE_MODES
 from ser.selection import STRATEGIES
 from ser.status import SCALE_MODES
@@ -83,6 +84,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"float32_matmul_precision='{cfg.float32_matmul_precision}' must be highest, high or medium")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0")
+    if cfg.optim.get("cpu_impl", "default") not in ADAMW_CPU_IMPLS:
+        raise ConfigError(f"optim.cpu_impl='{cfg.optim.cpu_impl}' must be one of {', '.join(ADAMW_CPU_IMPLS)}")
     if cfg.optim.warmup_steps < 0:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be >= 0 (a fraction < 1 or a step count)")
     if cfg.data.overlength not in ("truncate", "drop"):

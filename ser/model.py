@@ -267,6 +267,21 @@ def packed_rewards(model, input_ids: torch.Tensor, position_ids: torch.Tensor, l
 # The LightningModule
 # --------------------------------------------------------------------------------------------
 
+# optim.cpu_impl. Not "fused": Lightning's bf16-mixed refuses gradient clipping with a fused
+# optimizer (it unscales gradients inside its step), and ser clips (trainer.gradient_clip_val).
+ADAMW_CPU_IMPLS = ("default", "foreach")
+
+
+def adamw_kernel(fused_on_cuda: bool, cpu_impl: str, cuda: bool) -> dict:
+    """``torch.optim.AdamW`` keyword arguments choosing its kernel: fused on CUDA when
+    ``optim.fused``; on CPU ``optim.cpu_impl`` (default: torch's per-parameter loop, or foreach)."""
+    if cuda:
+        return {"fused": True} if fused_on_cuda else {}
+    if cpu_impl not in ADAMW_CPU_IMPLS:
+        raise ConfigError(f"optim.cpu_impl='{cpu_impl}' must be one of {', '.join(ADAMW_CPU_IMPLS)}")
+    return {"foreach": True} if cpu_impl == "foreach" else {}
+
+
 def warmup_linear(step: int, total: int, warmup: int) -> float:
     """LR factor: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
     if step < warmup:
@@ -348,7 +363,8 @@ class RewardModel(pl.LightningModule):
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=bool(o.fused) and torch.cuda.is_available())
+                                lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                **adamw_kernel(bool(o.fused), o.get("cpu_impl", "default"), torch.cuda.is_available()))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

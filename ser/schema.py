@@ -163,6 +163,11 @@ class OptimConfig:
     eps: float = 1.0e-8
     warmup_steps: float = 0.1  # < 1: a fraction of the loop's steps; >= 1: a number of steps
     fused: bool = True  # fused AdamW on CUDA
+    # AdamW's kernel on CPU: default = torch's per-parameter loop | foreach = multi-tensor kernels.
+    # Same update up to float rounding; the speed is measured by benchmarks/decoder_rm.py (the
+    # optimizer step over SmolLM2's 135M fp32 parameters). Not fused: Lightning's bf16-mixed refuses
+    # gradient clipping with a fused optimizer (the benchmark's "raw fused" row shows what it would give).
+    cpu_impl: str = "default"
 
 
 # --------------------------------------------------------------------------------------------
