@@ -121,6 +121,7 @@ def main() -> None:
     p.add_argument("--score-batch", type=int, default=64, help="sequences per scoring batch (loop.score_batch_size)")
     p.add_argument("--packing", action="store_true", help="data.packing=true: packed batches instead of padded")
     p.add_argument("--lora", type=int, default=0, help="model.lora.r (0: full fine-tuning)")
+    p.add_argument("--cpu-impl", choices=("default", "foreach"), default="default", help="optim.cpu_impl (AdamW's kernel)")
     args = p.parse_args()
     setup_env(args.threads)
     import torch
@@ -134,7 +135,7 @@ def main() -> None:
     steps = 1 if args.quick else args.steps
     info = machine_info(args.threads)
     cpu = cpu_line()
-    overrides = [f"model.lora.r={args.lora}"] + (["data.packing=true"] if args.packing else [])
+    overrides = [f"model.lora.r={args.lora}", f"optim.cpu_impl={args.cpu_impl}"] + (["data.packing=true"] if args.packing else [])
     cfg, tok, dm = load_work(args.model, args.max_length, args.batch_pairs, args.seed, False, overrides)
     items = median_batch(dm, args.batch_pairs, args.seed)
     answers = sorted(score_answers(dm), key=len)
@@ -180,6 +181,7 @@ def main() -> None:
     real_score = sum(len(s) for s in score_seqs)
     print(f"profile_decoder: {cpu}\n  torch {torch.__version__}, {torch.get_num_threads()} threads; model={args.model} "
           f"({n_params / 1e6:.1f}M non-embedding params{', LoRA r=' + str(args.lora) if args.lora else ''}); "
+          f"AdamW {args.cpu_impl}; "
           f"{'packed' if args.packing else 'padded'} batches\n  training batch: {len(items)} pairs, {real_train} real "
           f"tokens, widest {max(max(len(a), len(b)) for a, b in items)}; scoring batch: {len(score_seqs)} sequences, "
           f"{real_score} real tokens; {steps} profiled step(s) each after 1 warm-up", flush=True)
@@ -219,7 +221,7 @@ def main() -> None:
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     write_results(f"profile_decoder{'-isa-' + cap.lower() if cap else ''}", {
         "machine": {**info, "cpu_line": cpu}, "model": args.model, "non_embedding_params": n_params,
-        "packing": args.packing, "lora_r": args.lora, "steps": steps, "train_real_tokens": real_train,
+        "packing": args.packing, "lora_r": args.lora, "cpu_impl": args.cpu_impl, "steps": steps, "train_real_tokens": real_train,
         "score_real_tokens": real_score, "runs": runs}, args.quick, args.out)
 
 
