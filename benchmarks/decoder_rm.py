@@ -28,7 +28,7 @@ Achieved FLOP/s = 6 N real tokens / s for training (4 N with LoRA: no weight gra
 frozen layers), 2 N for scoring, N = non-embedding parameters; "% of peak" divides it by the best
 ``torch.mm`` of ``--gemm-n``^3 in the precision used (``benchmarks/precision.py``'s ``gemm_peak``).
 
-    python benchmarks/decoder_rm.py                                   # this CPU (~15 min on 2 cores)
+    python benchmarks/decoder_rm.py                                   # this CPU (duration not timed yet: 6 variants x 14 steps + scoring)
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/decoder_rm.py   # an AVX2-only CPU
     OMP_NUM_THREADS=1 python benchmarks/decoder_rm.py --quick --model tiny            # smoke (~1 min)
 
