@@ -114,9 +114,10 @@ def fresh_net(cfg, tok):
     return build_hf_model(cfg.model, tok)
 
 
-def train_loader(dm, packing: bool):
-    dm.cfg.packing = packing
-    dm.trainer = None  # epoch 0's batches, detached from any earlier Trainer
+def padded_loader(dm):
+    """ser's training loader at epoch 0 (detached from any earlier Trainer), padded."""
+    dm.cfg.packing = False
+    dm.trainer = None
     return dm.train_dataloader()
 
 
@@ -136,7 +137,7 @@ def run_raw(cfg, tok, dm, n_steps: int, bf16: bool, adamw: dict) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, n_steps, int(warm)))
     clip = cfg.trainer.get("gradient_clip_val")
     times, tokens = [], []
-    for step, batch in enumerate(train_loader(dm, False)):
+    for step, batch in enumerate(padded_loader(dm)):
         if step >= n_steps:
             break
         with autocast(bf16):
@@ -248,7 +249,7 @@ def main():
         peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32, args.gemm_n, 2.0 if args.quick else args.budget)
         print(f"   {peak['gflops']:.1f} GFLOP/s")
 
-    train, steps_tokens = {}, {}
+    train = {}
     for v in variants:
         path, _ = TRAIN_VARIANTS[v]
         with section(f"training: {v}, {n_steps} steps"):
@@ -259,7 +260,6 @@ def main():
                 for key, value in SER_OVERRIDES[v].items():
                     OmegaConf.update(vcfg, key, value)
                 r = run_ser(vcfg, tok, dm, n_steps)
-        steps_tokens[v] = r["tokens"]
         train[v] = r
     trl_note = None
     if args.no_trl:
