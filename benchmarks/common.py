@@ -117,6 +117,35 @@ def machine_info(threads: int) -> dict:
     return info
 
 
+def cpu_line() -> str:
+    """The CPU as ``lscpu`` names it, its native-bf16 flags, torch's CPU capability and any ISA caps:
+    ``Intel(R) Xeon(R) ...; bf16 flags: amx_bf16, avx512_bf16; torch CPU capability AVX512``
+    (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` emulate an AVX2-only CPU and are shown)."""
+    import subprocess
+
+    import torch
+
+    from ser.precision import BF16_CPU_FLAGS
+
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "Model name":
+                model = value.strip()
+            elif key.strip() == "Flags":
+                flags = set(value.split())
+    except (OSError, subprocess.CalledProcessError):
+        model += " (lscpu not available)"
+    bf = sorted(f for f in BF16_CPU_FLAGS if f in flags)
+    parts = [model, f"bf16 flags: {', '.join(bf) if bf else 'none'}",
+             f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}"]
+    for env in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        if os.environ.get(env):
+            parts.append(f"{env}={os.environ[env]}")
+    return "; ".join(parts)
+
+
 # --------------------------------------------------------------------------------------------
 # Timing and memory
 # --------------------------------------------------------------------------------------------

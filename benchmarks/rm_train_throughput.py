@@ -182,7 +182,9 @@ def trl_available() -> str | None:
         return None
 
 
-def run_trl(cfg, tok, dm, steps: int, batch_size: int, max_length: int, gradient_checkpointing: bool | None) -> dict:
+def run_trl(cfg, tok, dm, steps: int, batch_size: int, max_length: int, gradient_checkpointing: bool | None,
+            bf16: bool = False) -> dict:
+    """TRL's RewardTrainer with its defaults, told the work (``bf16``: its bf16 autocast; this benchmark: fp32)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -221,7 +223,7 @@ def run_trl(cfg, tok, dm, steps: int, batch_size: int, max_length: int, gradient
     clock = Clock()
     net = fresh_net(cfg, tok)
     with tempfile.TemporaryDirectory(prefix="ser-bench-trl-") as tmp:
-        kw = dict(output_dir=tmp, per_device_train_batch_size=batch_size, max_length=max_length, bf16=False,
+        kw = dict(output_dir=tmp, per_device_train_batch_size=batch_size, max_length=max_length, bf16=bf16,
                   max_steps=steps, report_to="none", save_strategy="no", disable_tqdm=True, seed=cfg.seed,
                   use_cpu=not torch.cuda.is_available())
         if gradient_checkpointing is not None:

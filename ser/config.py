@@ -8,6 +8,7 @@ from ser.data import check_fraction
 from ser.errors import ConfigError, DataError, ModelNotFound, PPOConfigError
 from ser.losses import LOSSES
 from ser.loop import SELECT_MODES, thresholds_from_config
+from ser.model import ADAMW_CPU_IMPLS
 from ser.progress import LINE_MODES
 from ser.selection import STRATEGIES
 from ser.status import SCALE_MODES
@@ -83,12 +84,18 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"float32_matmul_precision='{cfg.float32_matmul_precision}' must be highest, high or medium")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr={cfg.optim.lr} must be > 0")
+    if cfg.optim.get("cpu_impl", "default") not in ADAMW_CPU_IMPLS:
+        raise ConfigError(f"optim.cpu_impl='{cfg.optim.cpu_impl}' must be one of {', '.join(ADAMW_CPU_IMPLS)}")
     if cfg.optim.warmup_steps < 0:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be >= 0 (a fraction < 1 or a step count)")
     if cfg.data.overlength not in ("truncate", "drop"):
         raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
     if cfg.data.get("html", "text") not in ("text", "keep"):
         raise ConfigError(f"data.html='{cfg.data.html}' must be text (HTML rendered to Markdown) or keep")
+    pack_length = cfg.data.get("pack_length")
+    if pack_length is not None and pack_length < cfg.data.max_length:
+        raise ConfigError(f"data.pack_length={pack_length} must be >= data.max_length={cfg.data.max_length} "
+                          "(every sequence must fit in one packed row), or null (the longest sequence of the batch)")
     if cfg.data.get("pairs_per_prompt") is not None and cfg.data.pairs_per_prompt < 1:
         raise ConfigError(f"data.pairs_per_prompt={cfg.data.pairs_per_prompt} must be >= 1 (or null: every pair)")
     if cfg.get("ppo") is not None and cfg.ppo.get("enabled"):

@@ -190,10 +190,11 @@ class SERLoop(Callback):
         forward = None
         if _is_fsdp(trainer):  # sharded weights: through the wrapped root module
             root = trainer.strategy.model
-            forward = lambda ids, mask: root(ids, mask)  # noqa: E731  (RewardModel.forward)
+            forward = lambda *batch: root(*batch)  # noqa: E731  (RewardModel.forward: padded or packed)
+        dcfg = trainer.datamodule.cfg
         with trainer.precision_plugin.forward_context():  # bf16-mixed scores under autocast, as it trains
             scores = score_sequences(module.net, seqs, trainer.datamodule.pad_id, self.cfg.score_batch_size, forward=forward,
-                                     dropout=dropout,
+                                     dropout=dropout, packing=dcfg.packing, pack_length=dcfg.pack_length,
                                      device=module.device, rank=trainer.global_rank, world_size=trainer.world_size,
                                      gather=trainer.strategy.all_gather,
                                      progress=trainer.progress_bar_callback is not None,

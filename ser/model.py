@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ser import faults
-from ser.errors import ModelNotFound
+from ser.errors import ConfigError, ModelNotFound
 from ser.losses import pair_metrics, pairwise_loss
 
 log = logging.getLogger(__name__)
@@ -245,9 +245,53 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
 
 
+def is_decoder(model) -> bool:
+    """A causal-LM reward model (a ``score`` head on the last token), as opposed to an encoder."""
+    return hasattr(unwrap(model), "score")
+
+
+def require_decoder_for_packing(model, name: str = "the model") -> None:
+    """``data.packing=true`` needs a decoder: encoders read [CLS] with bidirectional attention."""
+    if not is_decoder(model):
+        raise ConfigError(f"data.packing=true needs a decoder reward model (a causal LM with a score head); "
+                          f"{name} is an encoder: set data.packing=false")
+
+
+def packed_rewards(model, input_ids: torch.Tensor, position_ids: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
+    """One scalar per packed sequence (:func:`ser.data.packing.pack_batch`), in ``last_index`` order.
+
+    The backbone gets the position ids, no attention mask and no cache: transformers then finds the packed
+    sequences from the position ids (a restart at 0 starts a new one) and masks attention to be
+    causal within each sequence and blocked between them (``masking_utils.find_packed_sequence_indices``;
+    through SDPA with an explicit boolean mask on CPU). The score head reads each last token.
+    """
+    require_decoder_for_packing(model)
+    hf = unwrap(model)
+    backbone = getattr(hf, hf.base_model_prefix)
+    # use_cache=False: with a KV cache (Llama's config default) transformers skips the packed detection
+    hidden = backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    h = hidden.reshape(-1, hidden.shape[-1])[last_index]
+    return hf.score(h).squeeze(-1).float()
+
+
 # --------------------------------------------------------------------------------------------
 # The LightningModule
 # --------------------------------------------------------------------------------------------
+
+# optim.cpu_impl. Not "fused": Lightning's bf16-mixed refuses gradient clipping with a fused
+# optimizer (it unscales gradients inside its step), and ser clips (trainer.gradient_clip_val).
+ADAMW_CPU_IMPLS = ("default", "foreach")
+
+
+def adamw_kernel(fused_on_cuda: bool, cpu_impl: str, cuda: bool) -> dict:
+    """``torch.optim.AdamW`` keyword arguments choosing its kernel: fused on CUDA when
+    ``optim.fused``; on CPU ``optim.cpu_impl`` (default: torch's per-parameter loop, or foreach)."""
+    if cuda:
+        return {"fused": True} if fused_on_cuda else {}
+    if cpu_impl not in ADAMW_CPU_IMPLS:
+        raise ConfigError(f"optim.cpu_impl='{cpu_impl}' must be one of {', '.join(ADAMW_CPU_IMPLS)}")
+    return {"foreach": True} if cpu_impl == "foreach" else {}
+
 
 def warmup_linear(step: int, total: int, warmup: int) -> float:
     """LR factor: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
@@ -269,11 +313,17 @@ class RewardModel(pl.LightningModule):
         self.optim_cfg = optim_cfg
         self.schedule: tuple[int, int] | None = None  # (first global step, steps) of the current phase
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, last_index=None):
+        """Rewards of a padded batch (``attention_mask``) or of a packed one (``position_ids``, ``last_index``)."""
+        if last_index is not None:
+            return packed_rewards(self.net, input_ids, position_ids, last_index)
         return sequence_rewards(self.net, input_ids, attention_mask)
 
     def _pair_rewards(self, batch):
-        r = self(batch["input_ids"], batch["attention_mask"])
+        if "last_index" in batch:  # data.packing: chosen then rejected, in last_index order
+            r = self(batch["input_ids"], position_ids=batch["position_ids"], last_index=batch["last_index"])
+        else:
+            r = self(batch["input_ids"], batch["attention_mask"])
         n = r.shape[0] // 2
         return r[:n], r[n:]
 
@@ -324,7 +374,8 @@ class RewardModel(pl.LightningModule):
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=bool(o.fused) and torch.cuda.is_available())
+                                lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                **adamw_kernel(bool(o.fused), o.get("cpu_impl", "default"), torch.cuda.is_available()))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -338,9 +389,13 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
                     device: torch.device | str | None = None, rank: int = 0, world_size: int = 1,
                     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     progress: bool = False, on_batch: Callable[[int, int], None] | None = None,
-                    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                    dropout: bool = False) -> np.ndarray:
+                    forward: Callable[..., torch.Tensor] | None = None,
+                    dropout: bool = False, packing: bool = False, pack_length: int | None = None) -> np.ndarray:
     """Reward of every sequence, in input order. Batches are sorted by length (little padding).
+
+    ``packing`` (decoders, ``data.packing``): each batch's sequences are packed into rows of at
+    most ``pack_length`` tokens (None: the batch's longest) instead of padded (:func:`packed_rewards`);
+    ``forward`` is then called as ``forward(input_ids, None, position_ids, last_index)``.
 
     Under ddp each rank scores every ``world_size``-th batch and ``gather`` (the strategy's
     all_gather) collects the results, so every rank returns the same full array.
@@ -353,9 +408,12 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
     (this rank's sequences; :class:`ser.progress.Progress` turns it into log lines).
     """
     from ser.data import pad_batch
+    from ser.data.packing import pack_batch
 
     if len(seqs) == 0:
         return np.zeros(0, dtype=np.float64)
+    if packing:
+        require_decoder_for_packing(model)
     device = device or next(model.parameters()).device
     was_training = model.training
     model.train(dropout)  # dropout=True: MC-dropout passes (dropout active, no gradients)
@@ -372,9 +430,14 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
 
         it = tqdm(mine, desc="scoring", leave=False, disable=rank != 0)
     for j, b in enumerate(it):
-        batch = pad_batch([seqs[i] for i in b], pad_id)
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        r = forward(ids, mask) if forward is not None else sequence_rewards(model, ids, mask)
+        if packing:
+            batch = pack_batch([seqs[i] for i in b], pad_id, pack_length)
+            ids, pos, last = (batch[k].to(device) for k in ("input_ids", "position_ids", "last_index"))
+            r = forward(ids, None, pos, last) if forward is not None else packed_rewards(model, ids, pos, last)
+        else:
+            batch = pad_batch([seqs[i] for i in b], pad_id)
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            r = forward(ids, mask) if forward is not None else sequence_rewards(model, ids, mask)
         if j >= len(mine):
             continue
         idx_out.append(torch.as_tensor(b))

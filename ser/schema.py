@@ -130,6 +130,16 @@ class DataConfig:
     group_by_length: bool = True  # batches of similar length (little padding)
     batch_size: int = 8  # pairs per training batch (authors: 40)
     num_workers: int = 0
+    # Padding-free packing (decoder reward models only; ser/data/packing.py): a batch's sequences are
+    # packed into rows back to back (first-fit decreasing) instead of right-padded, position ids
+    # restart at 0 for each sequence, attention is causal within a sequence and blocked between them
+    # (transformers' packed-sequence mask, from the position ids), and each reward is read at its
+    # sequence's last token. Training batches and scoring (pool, test, val, eval sets) both pack.
+    # Same rewards as padding up to float rounding; fewer tokens through the GEMMs.
+    packing: bool = False
+    # Tokens per packed row; null: the longest sequence of the batch (a row is then never wider than
+    # the padded batch, so attention never costs more than with padding). Must be >= max_length.
+    pack_length: Optional[int] = None
     # Further named evaluation sets, scored every loop beside test and val (never used to select):
     # name -> a data config (``- /data@data.eval_sets.NAME: alpaca_eval`` in an experiment) or
     # ``{files: [...], format: auto, sample: 500}``. Its test_files are used when it has them; pairs
@@ -157,6 +167,11 @@ class OptimConfig:
     eps: float = 1.0e-8
     warmup_steps: float = 0.1  # < 1: a fraction of the loop's steps; >= 1: a number of steps
     fused: bool = True  # fused AdamW on CUDA
+    # AdamW's kernel on CPU: default = torch's per-parameter loop | foreach = multi-tensor kernels.
+    # Same update up to float rounding; the speed is measured by benchmarks/decoder_rm.py (the
+    # optimizer step over SmolLM2's 135M fp32 parameters). Not fused: Lightning's bf16-mixed refuses
+    # gradient clipping with a fused optimizer (the benchmark's "raw fused" row shows what it would give).
+    cpu_impl: str = "default"
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ser.config import run_reporting_errors, validate
 from ser.data import PreferenceDataModule
 from ser.length_control import length_lines, run_length_statistics
 from ser.loop import SERLoop
-from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer
+from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer, require_decoder_for_packing
 from ser.precision import PrecisionChoice, resolve_precision
 from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table
@@ -139,7 +139,10 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
         if not (phase_dir.parent / name / "phase.json").exists():
             progress.eta.plan_if_new(name, planned_steps(pcfg, n_train))
     t0 = time.perf_counter()
-    module = RewardModel(build_hf_model(cfg.model, tokenizer), cfg.loss, cfg.optim)
+    net = build_hf_model(cfg.model, tokenizer)
+    if cfg.data.packing:
+        require_decoder_for_packing(net, f"model.name={cfg.model.name}")
+    module = RewardModel(net, cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
     loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, progress, phase, cfg.get("selection"))
     loop.on_loop0_scored = on_loop0_scored

@@ -90,6 +90,8 @@ def test_thresholds_defaults_are_the_papers():
     ("optim.lr=0", "optim.lr"),
     ("data.val_fraction=0.85", "val_fraction"),
     ("float32_matmul_precision=tf32", "float32_matmul_precision"),
+    ("optim.cpu_impl=fused", "optim.cpu_impl"),
+    ("data.pack_length=16", "data.pack_length"),
 ])
 def test_bad_values_fail_early_naming_the_key(override, key):
     with pytest.raises(ConfigError) as e:

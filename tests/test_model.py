@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification
 
 from ser.data import Formatter, pad_batch
-from ser.model import (ModelNotFound, RewardModel, build_hf_model, export_reward_model, load_tokenizer,
+from ser.errors import ConfigError
+from ser.model import (ModelNotFound, RewardModel, adamw_kernel, build_hf_model, export_reward_model, load_tokenizer,
                        resolve_pretrained, score_sequences, sequence_rewards, warmup_linear)
 from tests.conftest import CONF, compose
 
@@ -153,6 +154,40 @@ def test_hub_id_used_when_hub_reachable(monkeypatch):
 def test_warmup_linear_schedule():
     # 10 steps, 2 warm-up: 0.5, 1.0, then (10-s)/8
     assert [warmup_linear(s, 10, 2) for s in (0, 1, 2, 6, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0])
+
+
+def test_adamw_kernel_by_hand():
+    assert adamw_kernel(True, "default", cuda=True) == {"fused": True}
+    assert adamw_kernel(False, "foreach", cuda=True) == {}  # optim.cpu_impl is for CPU only
+    assert adamw_kernel(True, "default", cuda=False) == {}  # optim.fused is for CUDA only
+    assert adamw_kernel(True, "foreach", cuda=False) == {"foreach": True}
+    with pytest.raises(ConfigError, match=r"optim\.cpu_impl='fused' must be one of default, foreach"):
+        adamw_kernel(True, "fused", cuda=False)
+
+
+def test_adamw_cpu_impls_give_the_same_update():
+    """optim.cpu_impl changes the kernel, not the update: three AdamW steps on the same gradients."""
+    loss_cfg = OmegaConf.create({"kind": "bradley_terry", "margin": 0.0, "centring_coef": 0.0})
+    batch = None
+    after = {}
+    for impl in ("default", "foreach"):
+        _, tok, net = tiny("tiny_decoder")
+        optim = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
+                                  "warmup_steps": 0, "fused": True, "cpu_impl": impl})
+        module = RewardModel(net.eval(), loss_cfg, optim)
+        module.set_schedule(0, 10)
+        opt = module.configure_optimizers()["optimizer"]
+        assert not opt.defaults.get("fused") and opt.defaults.get("foreach") is (True if impl == "foreach" else None)
+        batch = batch or pad_batch(encode(tok, TEXTS[:2]), tok.pad_token_id)
+        for _ in range(3):
+            r = module(**batch)
+            (r[0] - r[1]).backward()
+            opt.step()
+            opt.zero_grad()
+        after[impl] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    for k, v in after["default"].items():  # float rounding only: 1e-5 is 0.1% of one step of lr 1e-2
+        torch.testing.assert_close(after["foreach"][k], v, atol=1e-5, rtol=1e-5, msg=k)
+    assert not torch.equal(after["default"]["score.weight"], tiny("tiny_decoder")[2].state_dict()["score.weight"])
 
 
 def test_overridden_model_is_not_replaced_by_the_packaged_copy(monkeypatch, caplog):

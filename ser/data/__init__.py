@@ -16,7 +16,8 @@ Local files may be jsonl/json (gzipped or not), parquet or csv; hub ids go throu
 
 The package: :mod:`ser.data.formats` (reading files and normalising rows into pairs),
 :mod:`ser.data.splits` (prompt-level splits), :mod:`ser.data.formatting` (prompt + answer -> token
-ids), :mod:`ser.data.batching` (padding, collation, batch orders) and :mod:`ser.data.datamodule`
+ids), :mod:`ser.data.batching` (padding, collation, batch orders), :mod:`ser.data.packing` (padding-free
+packing of decoder batches, ``data.packing``) and :mod:`ser.data.datamodule`
 (the DataModule); every name is importable from ``ser.data`` as before (``DataError`` too, from
 :mod:`ser.errors`).
 """
@@ -29,13 +30,14 @@ from ser.data.formats import (DATA_DIR_ENV, HH_ASSISTANT, HH_HUMAN, PARSERS, Loa
                               hh_pair, load_pairs, parse_hh_transcript, read_rows, resolve_data_path, summarize_pair,
                               summarize_prompt)
 from ser.data.formatting import Formatter, render_plain_prompt
+from ser.data.packing import pack_batch
 from ser.data.splits import Splits, check_fraction, split_pairs
 from ser.errors import DataError
 
 __all__ = [
     "DATA_DIR_ENV", "DataError", "FixedBatches", "Formatter", "HH_ASSISTANT", "HH_HUMAN", "LoadReport", "PARSERS",
     "PairCollator", "PreferenceDataModule", "Splits", "check_fraction", "detect_format", "explicit_pair", "gc_paused",
-    "hh_pair", "length_grouped_batches", "load_pairs", "pad_batch", "parse_hh_transcript", "random_batches",
+    "hh_pair", "length_grouped_batches", "load_pairs", "pack_batch", "pad_batch", "parse_hh_transcript", "random_batches",
     "read_rows", "render_plain_prompt", "resolve_data_path", "shard_batches", "split_pairs", "summarize_pair",
     "summarize_prompt",
 ]

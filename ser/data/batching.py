@@ -1,5 +1,5 @@
 """Batching of token-id pairs: dynamic right padding (:func:`pad_batch`), chosen and rejected
-stacked into one batch (:class:`PairCollator`), the batch orders (:func:`length_grouped_batches`,
+stacked into one batch (:class:`PairCollator`, padded or packed), the batch orders (:func:`length_grouped_batches`,
 :func:`random_batches`, each rank's share with :func:`shard_batches`) and the sampler that replays
 a fixed list of batches (:class:`FixedBatches`).
 """
@@ -10,6 +10,8 @@ from typing import Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+from ser.data.packing import pack_batch
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -24,13 +26,18 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Ten
 
 
 class PairCollator:
-    """Stacks chosen then rejected into one batch of 2B sequences (one forward per step)."""
+    """Stacks chosen then rejected into one batch of 2B sequences (one forward per step).
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    ``packing``: the 2B sequences packed into rows (:func:`ser.data.packing.pack_batch`, rows of at
+    most ``pack_length`` tokens, None: the longest sequence) instead of right-padded.
+    """
+
+    def __init__(self, pad_id: int, packing: bool = False, pack_length: int | None = None):
+        self.pad_id, self.packing, self.pack_length = pad_id, packing, pack_length
 
     def __call__(self, items: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        batch = pad_batch([c for c, _ in items] + [r for _, r in items], self.pad_id)
+        seqs = [c for c, _ in items] + [r for _, r in items]
+        batch = pack_batch(seqs, self.pad_id, self.pack_length) if self.packing else pad_batch(seqs, self.pad_id)
         batch["n_pairs"] = torch.tensor(len(items))
         return batch
 
