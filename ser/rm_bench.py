@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from ser.errors import DataError
-from ser.significance import N_BOOT, Interval, sign_flip_p
+from ser.significance import N_BOOT, Interval
 
 log = logging.getLogger("ser.data")
 
@@ -187,12 +187,41 @@ def bootstrap_domain_mean(groups: Sequence[Sequence[float]], n_boot: int = N_BOO
     return Interval(estimate, float(lo), float(hi), n=int(sum(a.size for a in arrays)), level=level)
 
 
+def sign_flip_p(groups: Sequence[Sequence[float]], n_perm: int = N_BOOT, seed: int = 0, exact_up_to: int = 14) -> float:
+    """Two-sided p of the paired randomisation (sign-flip) test of "A and B are exchangeable on every
+    item": ``groups`` hold the per-item differences A - B of each stratum (a domain), the statistic
+    is the mean over strata of each stratum's mean difference, and under the null every difference
+    keeps or flips its sign with probability 1/2. Exact (all 2^m sign patterns of the m non-zero
+    differences) when m <= ``exact_up_to``, else ``n_perm`` random patterns with the +1 correction
+    (p = (1 + #{|T*| >= |T|}) / (1 + n_perm)), so it is never 0."""
+    arrays = [np.asarray(g, dtype=float) for g in groups]
+    if not arrays or any(a.size == 0 for a in arrays):
+        raise ValueError("every group needs at least one value")
+    # each item's weight in the statistic: 1 / (strata x stratum size)
+    w = np.concatenate([np.full(a.size, 1.0 / (len(arrays) * a.size)) for a in arrays])
+    d = np.concatenate(arrays) * w
+    d = d[d != 0]
+    observed = abs(d.sum())
+    tol = 1e-12 * max(1.0, observed)
+    if d.size == 0:
+        return 1.0
+    if d.size <= exact_up_to:
+        signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float(np.mean(np.abs(signs @ d) >= observed - tol))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_perm, 1000):  # in blocks: n_perm x m signs at once can be large
+        signs = rng.choice((-1.0, 1.0), size=(min(1000, n_perm - start), d.size))
+        hits += int(np.sum(np.abs(signs @ d) >= observed - tol))
+    return (1 + hits) / (1 + n_perm)
+
+
 def paired_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_boot: int = N_BOOT,
                       level: float = 0.95, seed: int = 0) -> Interval:
     """Model A minus model B on the same prompts: per group (domain), the per-prompt values of A and
     B in the same prompt order; the difference of the domain means averaged over domains, with a
     CI from resampling prompts (the same prompts for both models) within each domain, and ``p`` from
-    the paired sign-flip test of the same statistic (:func:`ser.significance.sign_flip_p`)."""
+    the paired sign-flip test of the same statistic (:func:`sign_flip_p`)."""
     diffs = []
     for ga, gb in zip(a, b, strict=True):
         ga, gb = np.asarray(ga, dtype=float), np.asarray(gb, dtype=float)

@@ -237,37 +237,3 @@ def test_coverage_simulation_fast():
     per_seed = cov.coverage(3, False, sims=300, n=200, methods=("t (used)",))
     assert 0.90 <= per_seed["t (used)"][0] <= 0.99
 
-
-def test_sign_flip_p_by_hand():
-    from ser.significance import sign_flip_p
-
-    # three equal differences: of the 8 sign patterns only +++ and --- reach |mean| = 1: p = 2/8
-    assert sign_flip_p([[1.0, 1.0, 1.0]]) == pytest.approx(0.25)
-    # zeros carry no sign: [2, 0] is one non-zero difference, p = 1 (both patterns reach |2|)
-    assert sign_flip_p([[2.0, 0.0]]) == pytest.approx(1.0)
-    assert sign_flip_p([[0.0, 0.0]]) == 1.0
-    # strata weigh by 1/(strata x size): [[1], [1, 1]] -> weights 1/2, 1/4, 1/4; |T| = 1 is reached
-    # by +++ and --- only (flipping the 1/2 leaves |T| = 0; flipping one 1/4 leaves 1/2): p = 2/8
-    assert sign_flip_p([[1.0], [1.0, 1.0]]) == pytest.approx(0.25)
-    # [3, -1]: T = 1/2 * (3 - 1) = 1; patterns give |T| in {1, 2, 2, 1}: all >= 1 -> p = 1
-    assert sign_flip_p([[3.0, -1.0]]) == pytest.approx(1.0)
-    # Monte Carlo beyond exact_up_to: 20 differences of +1: exact p = 2 / 2^20; MC with the +1 correction
-    # gives 1 / (1 + n_perm) at least, and agrees with the exact value when forced to enumerate
-    assert sign_flip_p([[1.0] * 20], exact_up_to=20) == pytest.approx(2 / 2 ** 20)
-    assert sign_flip_p([[1.0] * 20], n_perm=2000) == pytest.approx(1 / 2001, abs=2e-3)
-    # a clear null: symmetric differences -> p near 1; same seed, same p
-    null = [[0.3, -0.3] * 20]
-    assert sign_flip_p(null, n_perm=2000, seed=1) > 0.9 and sign_flip_p(null, n_perm=2000, seed=1) == sign_flip_p(null, n_perm=2000, seed=1)
-    with pytest.raises(ValueError):
-        sign_flip_p([[1.0], []])
-
-
-def test_rm_bench_paired_difference_has_a_p_that_agrees_with_its_interval():
-    from ser.rm_bench import paired_difference
-
-    rng = np.random.default_rng(0)
-    a = rng.uniform(0, 1, 300)
-    shifted = paired_difference([a + rng.normal(0.08, 0.2, 300)], [a], n_boot=4000)
-    assert shifted.low > 0 and shifted.p < 0.05
-    same = paired_difference([a + rng.normal(0.0, 0.2, 300)], [a], n_boot=4000)
-    assert same.low < 0 < same.high and same.p > 0.05
