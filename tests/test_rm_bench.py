@@ -296,3 +296,43 @@ def test_rm_bench_paired_difference_has_a_p_that_agrees_with_its_interval():
     assert shifted.low > 0 and shifted.p < 0.05
     same = paired_difference([a + rng.normal(0.0, 0.2, 300)], [a], n_boot=4000)
     assert same.low < 0 < same.high and same.p > 0.05
+
+
+def test_rm_bench_table_of_table1_models(tmp_path, capsys):
+    """experiments/rm_bench_table.py on hand-made outputs: SER right on every comparison of 40 prompts
+    where the seed RM is right on none -> +100 points, bold; the full RM equal to the seed -> +0.0."""
+    import importlib.util
+    import json
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("rm_bench_table", ROOT / "experiments" / "rm_bench_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    good = {"chosen": [3.0, 3.0, 3.0], "rejected": [1.0, 1.0, 1.0]}
+    bad = {"chosen": [1.0, 1.0, 1.0], "rejected": [3.0, 3.0, 3.0]}
+    half = lambda e: {"estimate": e, "low": e, "high": e, "n": 40}  # noqa: E731
+    for model, rewards, acc in (("seed", bad, 0.0), ("ser", good, 1.0), ("full", bad, 0.0)):
+        d = tmp_path / "bench" / "ser_hh_minilm" / "seed=0" / model
+        d.mkdir(parents=True)
+        rows = [{"subdomain": "chat" if i < 20 else "code", "id": i, "source": "f", **rewards} for i in range(40)]
+        (d / "rm_bench_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (d / "rm_bench.json").write_text(json.dumps({
+            "overall": {k: half(acc) for k in ("hard", "normal", "easy", "average")}, "ties": 0, "comparisons": 360,
+            "domains": {"chat": {}, "code": {}}, "prompts": 40, "dtype": "float32", "formatting": {"max_length": 512}}))
+    run = tmp_path / "runs" / "ser_hh_minilm" / "experiment=ser_hh_minilm,seed=0,selection.length_balance=False"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"data": "hh_rlhf", "phases": {
+        "ser": {"loops": [{"test_acc": 0.55}], "test_acc": 0.6}, "full": {"test_acc": 0.65}},
+        "statistics": {"test": {"ser": {"ci": {"estimate": 0.05, "low": 0.01, "high": 0.09}}}}}))
+    assert mod.main([str(tmp_path / "bench"), "--runs", str(tmp_path / "runs"), "--n-boot", "500",
+                     "--copy", str(tmp_path / "copy")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ser = next(x for x in lines if "| SER final |" in x)
+    full = next(x for x in lines if "| full data |" in x)
+    assert "| 60.0 | 100.0 | 100.0 | 100.0 | 100.0 | **+5.0 [+1.0, +9.0]** | **+100.0 [+100.0, +100.0], p " in ser
+    assert "| +0.0 [+0.0, +0.0], p 1 |" in full and "**" not in full.split("|")[9]
+    # the copy regenerates the same table without the runs
+    capsys.readouterr()
+    assert mod.main([str(tmp_path / "copy"), "--runs", str(tmp_path / "copy" / "runs"), "--n-boot", "500"]) == 0
+    assert capsys.readouterr().out.splitlines()[:5] == lines[:5]
