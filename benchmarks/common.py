@@ -201,6 +201,43 @@ def token_counts(attention_mask) -> tuple[int, int]:
     return int(attention_mask.sum().item()), int(attention_mask.numel())
 
 
+def raw_optimizer(net, o, steps: int, **adamw):
+    """The plain PyTorch baseline's ``(optimizer, scheduler, trainable params)``: AdamW with ser's
+    weight-decay groups and the warm-up-then-linear schedule of ``optim`` config ``o`` over ``steps``."""
+    import torch
+
+    from ser.model import warmup_linear
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw)
+    warm = o.warmup_steps if o.warmup_steps >= 1 else math.ceil(o.warmup_steps * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, steps, int(warm)))
+    return opt, sched, params
+
+
+def raw_bt_step(net, batch, opt, sched, params, clip, ctx=None) -> int:
+    """One Bradley-Terry step in plain PyTorch on a padded batch (chosen rows, then rejected), under
+    ``ctx`` (e.g. bf16 autocast) when given; returns the pairs."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    with ctx if ctx is not None else contextlib.nullcontext():
+        r = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).float()
+        n = r.shape[0] // 2
+        loss = -F.logsigmoid(r[:n] - r[n:]).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    sched.step()
+    return n
+
+
 def window(times: Sequence[float], tokens: Sequence[tuple[int, int]], pairs: Sequence[int],
            first: int, last: int | None = None) -> dict:
     """Throughput over steps ``first .. last-1``.

@@ -37,7 +37,6 @@ Figures go to ``benchmarks/results/decoder_rm[-isa-<cap>][-quick].json``.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import sys
 import tempfile
@@ -49,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from common import base_parser, check_line, cpu_line, machine_info, ratio, section, setup_env, table, write_results  # noqa: E402
+from common import (base_parser, check_line, cpu_line, machine_info, ratio, raw_bt_step, raw_optimizer, section,  # noqa: E402
+                    setup_env, table, write_results)
 from decoder_work import add_work_args, autocast, load_work, non_embedding_params, score_answers, spread, use_bf16  # noqa: E402
 
 NAME = "decoder_rm"
@@ -122,34 +122,14 @@ def padded_loader(dm):
 
 
 def run_raw(cfg, tok, dm, n_steps: int, bf16: bool, adamw: dict) -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    from ser.model import warmup_linear
-
     net = fresh_net(cfg, tok).train()
-    o = cfg.optim
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=o.lr, betas=tuple(o.betas), eps=o.eps, **adamw)
-    warm = o.warmup_steps if o.warmup_steps >= 1 else math.ceil(o.warmup_steps * n_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, n_steps, int(warm)))
+    opt, sched, params = raw_optimizer(net, cfg.optim, n_steps, **adamw)
     clip = cfg.trainer.get("gradient_clip_val")
     times, tokens = [], []
     for step, batch in enumerate(padded_loader(dm)):
         if step >= n_steps:
             break
-        with autocast(bf16):
-            r = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).float()
-            n = r.shape[0] // 2
-            loss = -F.logsigmoid(r[:n] - r[n:]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        sched.step()
+        raw_bt_step(net, batch, opt, sched, params, clip, autocast(bf16))
         times.append(time.perf_counter())
         tokens.append(batch_tokens(batch))
     return {"times": times, "tokens": tokens}

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Timer, base_parser, check_line, compose, machine_info, peak_rss_mb, ratio,  # noqa: E402
+from common import (Timer, base_parser, check_line, compose, machine_info, peak_rss_mb, ratio, raw_bt_step, raw_optimizer,  # noqa: E402
                     section, setup_env, table, token_counts, window, write_results)
 
 NAME = "rm_train_throughput"
@@ -134,38 +134,16 @@ def run_ser(cfg, tok, dm, grouped: bool, steps: int, accuracy: bool) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def run_raw(cfg, tok, dm, grouped: bool, steps: int) -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    from ser.model import warmup_linear
-
     net = fresh_net(cfg, tok).train()
-    o = cfg.optim
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=o.lr, betas=tuple(o.betas), eps=o.eps)
-    warm = o.warmup_steps if o.warmup_steps >= 1 else math.ceil(o.warmup_steps * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, steps, int(warm)))
+    opt, sched, params = raw_optimizer(net, cfg.optim, steps)
     clip = cfg.trainer.get("gradient_clip_val")
     times, tokens, pairs = [], [], []
-    loader = train_loader(dm, grouped)
-    for step, batch in enumerate(loader):
+    for step, batch in enumerate(train_loader(dm, grouped)):
         if step >= steps:
             break
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        r = net(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
-        n = r.shape[0] // 2
-        loss = -F.logsigmoid(r[:n] - r[n:]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        sched.step()
+        pairs.append(raw_bt_step(net, batch, opt, sched, params, clip))
         times.append(time.perf_counter())
-        tokens.append(token_counts(mask))
-        pairs.append(n)
+        tokens.append(token_counts(batch["attention_mask"]))
     return {"times": times, "tokens": tokens, "pairs": pairs}
 
 
