@@ -20,7 +20,7 @@ from ser.significance import N_BOOT
 
 _SEED_ITEM = re.compile(r"^\+{0,2}seed=")
 #: overrides that do not change results (as Hydra's override_dirname in conf/hydra/default.yaml)
-_NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+|reuse\.[\w.]+)(=|$)")
+_NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+|reuse\.[\w.]+|acquisition\.answers)(=|$)")
 
 
 def group_key(run: dict) -> str:
