@@ -1,8 +1,9 @@
 """The SER loop as a Lightning callback.
 
 One ``Trainer.fit`` runs every loop: loop n trains ``epochs_per_loop`` epochs on the DataModule's
-current pairs; at its end the callback scores the pool, decides the learning status, asks the
-DataModule to add the selected pairs (the train dataloader is rebuilt every epoch), restarts the
+current pairs; at its end the callback scores the pool, asks for human labels when
+``acquisition`` says so (:func:`ser.acquisition.label_and_acquire`: after the scoring, before
+self-labelling), decides the learning status, asks the DataModule to add the selected pairs (the train dataloader is rebuilt every epoch), restarts the
 LR schedule, and goes on, or stops the fit at Stop / empty pool / ``max_loops``.
 
 Determinism and resume: every epoch re-seeds the RNGs from ``seed + epoch`` and the batch order

@@ -8,8 +8,10 @@ Two things are cached, each under a key computed from everything it depends on:
 - ``loop0``: loop 0 of a SER phase, stopped just before the thresholds act: the checkpoint
   (weights, optimizer, schedule, RNG-free loop state), loop 0's evaluation, and the raw scores of
   the pool and of the labeled pairs. A run with the same key labels the cached scores with its own
-  thresholds (``ser.loop.label_pool``) and resumes from the checkpoint, which is the path a
-  killed-and-resumed run takes, so it ends with exactly the selections and accuracies of a cold run.
+  thresholds (``ser.loop.label_pool``), after asking for its own human labels when it has
+  ``acquisition`` (:func:`ser.acquisition.label_and_acquire`, as the live loop), and resumes from
+  the checkpoint, which is the path a killed-and-resumed run takes, so it ends with exactly the
+  selections and accuracies of a cold run.
 
 The key (:mod:`ser.reuse_key`: :func:`key_parts`, a dict of named parts, hashed by :func:`key_of`) covers: the resolved
 config that reaches the phase (model, data, loss, optimiser, trainer, the loop settings of loop 0;

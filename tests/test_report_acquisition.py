@@ -49,16 +49,18 @@ def test_report_has_the_labels_table_and_figure(tmp_path):
     assert "## Human labels and test accuracy (acquisition)" in md
     section = md.split("## Human labels and test accuracy (acquisition)")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| acquisition=")]
-    assert len(rows) == 4
+    assert len(rows) == 5
     by_method = {line.split(" | ")[1]: line for line in rows}
-    assert set(by_method) == {"SER", "SER + uncertain", "SER + random", "seed + random (no self-labels)"}
+    assert set(by_method) == {"SER", "seed RM", "SER + uncertain", "SER + random", "seed + random (no self-labels)"}
     cells = lambda m: [c.strip() for c in by_method[m].split("|")]  # noqa: E731
     n_seed = int(cells("SER")[6])
-    assert cells("SER")[7] == "0" and int(cells("SER + uncertain")[8]) == n_seed + 12
-    assert cells("SER + random")[7] == "12" and "[" in cells("SER + uncertain")[9]
+    # two loops ask (the last loop of max_loops=2 scores no pool): 5 + 5 of the budget of 12
+    assert cells("SER")[7] == "0" and int(cells("SER + uncertain")[8]) == n_seed + 10
+    assert cells("seed RM")[8] == str(n_seed)
+    assert cells("SER + random")[7] == "10" and "[" in cells("SER + uncertain")[9]
     assert "[" in cells("SER")[10]  # the full-data RM of the runs that trained it
     assert (out / "accuracy_vs_human_labels.png").stat().st_size > 1000
     with open(out / "runs.csv") as fh:
         got = {r["run"]: r for r in csv.DictReader(fh)}
-    assert got["acquisition=uncertain,seed=0"]["human_labels"] == str(n_seed + 12)
+    assert got["acquisition=uncertain,seed=0"]["human_labels"] == str(n_seed + 10)
     assert got["acquisition=uncertain,seed=0"]["method"] == "SER + uncertain"

@@ -4,7 +4,7 @@
   for), its method (``SER``, ``seed only``, ``SER + uncertain``, ``seed + random (no self-labels)``,
   ...) and its budget.
 - :func:`acquisition_table`: per configuration (runs that differ only by seed), the human labels
-  used and the test accuracy of the final model, mean over seeds with a 95% t-interval
+  used and the test accuracy of the final model (for SER alone also its loop 0, the seed RM), mean over seeds with a 95% t-interval
   (:func:`ser.significance.seed_moments`: seeds that scored the same test pairs share that noise),
   and the full-data RM's the same way.
 - :func:`acquisition_lines`: that table in markdown; :func:`plot_labels`: the figure, test accuracy
@@ -68,11 +68,22 @@ def acquisition_table(rows: Sequence[dict], groups: Sequence[dict]) -> list[dict
         outcomes = [r.get("outcomes") or {} for r in rs]
         model = "ser" if all("ser" in (o.get("test") or {}) for o in outcomes) else "seed"
         mean = lambda f: float(np.mean(v)) if (v := [x for x in (_num(r.get(f)) for r in rs) if x is not None]) else None  # noqa: E731
-        out.append({"group": g["group"], "method": rs[0]["method"], "data": g["data"], "budget": rs[0].get("budget"),
-                    "n": len(rs), "human_seed": mean("human_seed"), "human_acquired": mean("human_acquired"),
-                    "human_labels": mean("human_labels"), "acc": accuracy_interval(outcomes, model),
-                    "full": accuracy_interval(outcomes, "full")})
+        entry = {"group": g["group"], "method": rs[0]["method"], "data": g["data"], "budget": rs[0].get("budget"),
+                 "n": len(rs), "human_seed": mean("human_seed"), "human_acquired": mean("human_acquired"),
+                 "human_labels": mean("human_labels"), "acc": accuracy_interval(outcomes, model),
+                 "full": accuracy_interval(outcomes, "full")}
+        out.append(entry)
+        if entry["method"] == "SER":  # its loop 0: the seed RM, on the seed labels alone
+            out.append({**entry, "method": "seed RM", "human_acquired": 0, "human_labels": entry["human_seed"],
+                        "acc": accuracy_interval(outcomes, "seed")})
     return out
+
+
+def _budget(b) -> str:
+    """A budget as configured: a count, or a share of the initial pool in %."""
+    if b is None:
+        return "-"
+    return f"{int(b)}" if b >= 1 else f"{100 * b:.4g}% of pool"
 
 
 def _ci(iv: Interval | None) -> str:
@@ -92,15 +103,15 @@ def acquisition_lines(rows: Sequence[dict], groups: Sequence[dict]) -> list[str]
     for t in acquisition_table(rows, groups):
         num = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
         out.append(f"| {t['group'] or '(default config)'} | {t['method']} | {t['data']} | "
-                   f"{'-' if t['budget'] is None else t['budget']} | {t['n']} | {num(t['human_seed'])} | "
+                   f"{_budget(t['budget'])} | {t['n']} | {num(t['human_seed'])} | "
                    f"{num(t['human_acquired'])} | {num(t['human_labels'])} | {_ci(t['acc'])} | {_ci(t['full'])} |")
     return out + [""]
 
 
 def plot_labels(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str | None:
     """Test accuracy against human labels used: a panel per data set, a line per method (its
-    configurations ordered by labels), 95% CIs as error bars, the full-data RM as a dotted ceiling
-    with its CI band. Returns None when written, else why it was skipped."""
+    configurations ordered by labels, drawn slightly aside from the other methods'), 95% CIs as error
+    bars, the full-data RM as a dotted ceiling with its CI band. Returns None when written, else why it was skipped."""
     if not any(r.get("uses_acquisition") for r in rows):
         return "no run used acquisition"
     table = [t for t in acquisition_table(rows, groups) if t["acc"] is not None and t["human_labels"] is not None]
@@ -119,11 +130,14 @@ def plot_labels(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str
     colour = {m: colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
     for ax, data in zip(axes[0], datas):
         mine = [t for t in table if str(t["data"]) == data]
-        for m in methods:
+        # methods at the same budget use the same labels: each is drawn a little aside (0.5% of the
+        # largest count per method) so their error bars stay apart
+        dodge = 0.005 * max(t["human_labels"] for t in mine)
+        for i, m in enumerate(methods):
             pts = sorted((t for t in mine if t["method"] == m), key=lambda t: t["human_labels"])
             if not pts:
                 continue
-            x = [t["human_labels"] for t in pts]
+            x = [t["human_labels"] + (i - (len(methods) - 1) / 2) * dodge for t in pts]
             y = [100 * t["acc"].estimate for t in pts]
             err = [[100 * (t["acc"].estimate - t["acc"].low) for t in pts], [100 * (t["acc"].high - t["acc"].estimate) for t in pts]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colour[m], label=m)
