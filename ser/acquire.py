@@ -95,7 +95,7 @@ def pool_of_run(run_dir: Path):
     cfg = OmegaConf.load(cfg_file)
     dm = PreferenceDataModule(cfg.data, load_tokenizer(cfg.model), seed=cfg.seed)
     dm.setup()
-    return dm.pool_rows(), dm.pool_pair_ids(), cfg
+    return dm.pool_rows(), dm.pool_pair_ids()
 
 
 def cli_acquire(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def cli_acquire(args: argparse.Namespace) -> int:
     elif args.rule or args.count:
         raise DataError(f"{phase_dir}: the run asked for its own pairs (loop {record['loop']}, rule {record['rule']}); "
                         "--rule and --count are for runs without acquisition")
-    rows, ids, _ = pool_of_run(run_dir)
+    rows, ids = pool_of_run(run_dir)
     out = Path(args.out) if args.out else run_dir / f"acquire_loop{record['loop']}.jsonl"
     lines = export_rows(record, rows, ids)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 One ``Trainer.fit`` runs every loop: loop n trains ``epochs_per_loop`` epochs on the DataModule's
 current pairs; at its end the callback scores the pool, asks for human labels when
 ``acquisition`` says so (:func:`ser.acquisition.label_and_acquire`: after the scoring, before
-self-labelling), decides the learning status, asks the DataModule to add the selected pairs (the train dataloader is rebuilt every epoch), restarts the
-LR schedule, and goes on, or stops the fit at Stop / empty pool / ``max_loops``.
+self-labelling), decides the learning status, asks the DataModule to add the selected pairs (the
+train dataloader is rebuilt every epoch), restarts the LR schedule, and goes on, or stops the fit
+at Stop / empty pool / ``max_loops``.
 
 Determinism and resume: every epoch re-seeds the RNGs from ``seed + epoch`` and the batch order
 comes from the same number, so a run resumed from the last epoch checkpoint (callback state,
@@ -25,9 +26,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from ser import acquisition as aq
 from ser import faults
 from ser import length_control as lc
-from ser import acquisition as aq
 from ser import status as st
 from ser.calibration import cross_fitted
 from ser.model import score_sequences
@@ -419,7 +420,7 @@ class SERLoop(Callback):
         write = (lambda req: aq.write_request(self.out_dir, req, acq.rule, oracle.kind, dm.pool_pair_ids())) \
             if trainer.is_global_zero else None
         return aq.label_and_acquire(label, scores, labeled, alive, mc, acq, oracle, self.seed, self.loop,
-                                 dm.human_count(), len(dm.pool), previous, write)
+                                    dm.human_count(), len(dm.pool), previous, write)
 
     def apply_labeling(self, dm, lab: Labeling, acquired: aq.Acquired | None = None) -> None:
         """Add a labeling's selection, and the human labels asked for, to the DataModule (the pairs
