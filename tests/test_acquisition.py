@@ -186,3 +186,21 @@ def test_label_and_acquire_without_self_labelling_keeps_nothing():
     lab, req = aq.label_and_acquire(_fake_label([]), scores, None, alive, None, _acq(self_label=False),
                                     SpyOracle(np.ones(4, bool)), 0, 1, 3, 4)
     assert req is None and lab.stop  # budget spent, no self-labelling: the loop stops
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["acquisition=uncertain", "acquisition.per_loop=0"], "acquisition.rule=uncertain with per_loop=0"),
+    (["acquisition=random", "acquisition.budget=1.5"], "acquisition.budget=1.5 must be a count"),
+    (["acquisition=random", "acquisition.oracle=crowd"], "acquisition.oracle='crowd' must be hidden"),
+    (["acquisition=random", "acquisition.answers=a.jsonl"], "acquisition.answers is read by the file oracle only"),
+    (["acquisition.rule=most"], "acquisition.rule='most' must be one of none, random, uncertain, disagree"),
+    (["acquisition.self_label=false"], "acquisition.self_label=false with acquisition=none"),
+])
+def test_bad_acquisition_configs_fail_in_one_line(overrides, message):
+    from ser.config import ConfigError, validate
+    from tests.conftest import compose
+
+    with pytest.raises(ConfigError) as e:
+        validate(compose(overrides))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    validate(compose(["acquisition=disagree", "acquisition.budget=40", "acquisition.per_loop=10"]))  # counts are fine
