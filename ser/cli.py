@@ -8,6 +8,7 @@
     ser bundle RUN_OR_SWEEP_DIR BUNDLE_DIR    the runs' small files (no weights), for publishing
     ser evaluate-rm --model RM (--data FILE | --data-config NAME)   accuracy (CI), subsets, best-of-N,
                                               length bias and calibration of any reward model
+    ser acquire RUN [--out FILE]              the pairs a run asks humans to label, as a preference file
     ser cache list|clear [KEY...] [--kind K] [--older-than DAYS] [--dir DIR]   the phase reuse cache
 
 Subcommands live in ``COMMANDS`` (name -> ``Command``); add new ones there.
@@ -122,6 +123,19 @@ def _evaluate_rm(args: argparse.Namespace) -> int:
     return cli_evaluate_rm(args)
 
 
+# -- acquire -----------------------------------------------------------------------------------
+def _acquire_args(p: argparse.ArgumentParser) -> None:
+    from ser.acquire import add_args
+
+    add_args(p)
+
+
+def _acquire(args: argparse.Namespace) -> int:
+    from ser.acquire import cli_acquire
+
+    return cli_acquire(args)
+
+
 # -- cache -------------------------------------------------------------------------------------
 def _cache_args(p: argparse.ArgumentParser) -> None:
     from ser.reuse import add_cache_args
@@ -183,6 +197,14 @@ COMMANDS: dict[str, Command] = {
                     "accuracy for rows with several rejected answers (RewardBench 2), accuracy split by whether the "
                     "chosen answer is the longer one, and the calibration error of sigmoid(r_chosen - r_rejected).",
         configure=_evaluate_rm_args, run=_evaluate_rm),
+    "acquire": Command(
+        help="write the pairs a run asks humans to label (acquisition) as a preference file",
+        description="Write the pairs the run's last loop requested (acquisition=random|uncertain|disagree), or that "
+                    "--rule would request from its last pool scores (a run without acquisition, --count N), as JSON "
+                    "lines: pair_id, prompt, chosen, rejected (the two answers in canonical order, no preference), "
+                    "order=unlabelled. Label them as rows {pair_id, winner: chosen|rejected} and resume the run "
+                    "with acquisition.oracle=file acquisition.answers=FILE.",
+        configure=_acquire_args, run=_acquire),
     "cache": Command(
         help="list or clear the phase reuse cache (reuse.dir)",
         description="list: one line per entry (kind, key, size, when published, model/data/seed, valid or not) "
@@ -235,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # ConfigError, DataError, bad arguments: one line, no traceback
-        if args.command in ("evaluate-policy", "best-of-n", "evaluate-rm"):
+        if args.command in ("evaluate-policy", "best-of-n", "evaluate-rm", "acquire"):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise

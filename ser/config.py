@@ -4,6 +4,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from ser import rl
+from ser.acquisition import ORACLES, RULES as ACQUISITION_RULES
 from ser.data import check_fraction
 from ser.errors import ConfigError, DataError, ModelNotFound, PPOConfigError
 from ser.losses import LOSSES
@@ -63,6 +64,8 @@ def validate(cfg: DictConfig) -> None:
                               "(or precision_target, consistent)")
         if sel.strategy != "status" and cfg.data.val_fraction <= 0:
             raise ConfigError(f"selection.strategy={sel.strategy} fits its temperature on validation: set data.val_fraction > 0")
+    if cfg.get("acquisition") is not None:
+        validate_acquisition(cfg.acquisition)
     if cfg.loop.get("select", "last") not in SELECT_MODES:
         raise ConfigError(f"loop.select='{cfg.loop.select}' must be one of {', '.join(SELECT_MODES)}")
     if cfg.loop.get("select", "last") == "best_val" and cfg.data.val_fraction <= 0:
@@ -102,6 +105,26 @@ def validate(cfg: DictConfig) -> None:
         validate_ppo(cfg.ppo)
     if not cfg.data.files and not cfg.data.hub_id:
         raise ConfigError("data.files and data.hub_id are both empty: name local files or a hub dataset")
+
+
+def validate_acquisition(a: DictConfig) -> None:
+    """``acquisition``: one clear line naming the key."""
+    if a.rule not in ACQUISITION_RULES:
+        raise ConfigError(f"acquisition.rule='{a.rule}' must be one of {', '.join(ACQUISITION_RULES)}")
+    if a.oracle not in ORACLES:
+        raise ConfigError(f"acquisition.oracle='{a.oracle}' must be hidden (the pool's hidden labels) or file "
+                          "(acquisition.answers)")
+    for key in ("per_loop", "budget"):
+        v = a[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or (v >= 1 and v != int(v)):
+            raise ConfigError(f"acquisition.{key}={v!r} must be a count (an integer >= 1) or a share in [0, 1)")
+    if a.rule != "none" and (a.per_loop == 0 or a.budget == 0):
+        raise ConfigError(f"acquisition.rule={a.rule} with per_loop={a.per_loop} and budget={a.budget} asks for "
+                          "nothing: set both > 0, or acquisition=none")
+    if a.answers is not None and a.oracle != "file":
+        raise ConfigError("acquisition.answers is read by the file oracle only: add acquisition.oracle=file")
+    if not a.self_label and a.rule == "none":
+        raise ConfigError("acquisition.self_label=false with acquisition=none trains on nothing new: pick a rule")
 
 
 def validate_ppo(p: DictConfig) -> None:

@@ -6,7 +6,8 @@ defaults to 1). Unset (always, outside tests), :func:`point` is one dictionary l
 
 Points: ``train_step`` (after an optimizer step), ``score_batch`` (after a scored batch),
 ``checkpoint`` (a checkpoint written to its temporary file, not yet renamed), ``pool_scored`` (the
-pool scored, before self-labelling saves anything), ``export`` (the exported model written beside its
+pool scored, before self-labelling saves anything), ``acquired`` (the oracle answered a loop's request
+for human labels, nothing checkpointed yet), ``export`` (the exported model written beside its
 final folder, not yet renamed), ``publish`` (a reuse-cache entry half copied).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import signal
 from collections import Counter
 
-POINTS = ("train_step", "score_batch", "checkpoint", "pool_scored", "export", "publish")
+POINTS = ("train_step", "score_batch", "checkpoint", "pool_scored", "acquired", "export", "publish")
 _reached: Counter = Counter()
 
 

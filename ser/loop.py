@@ -1,9 +1,11 @@
 """The SER loop as a Lightning callback.
 
 One ``Trainer.fit`` runs every loop: loop n trains ``epochs_per_loop`` epochs on the DataModule's
-current pairs; at its end the callback scores the pool, decides the learning status, asks the
-DataModule to add the selected pairs (the train dataloader is rebuilt every epoch), restarts the
-LR schedule, and goes on, or stops the fit at Stop / empty pool / ``max_loops``.
+current pairs; at its end the callback scores the pool, asks for human labels when
+``acquisition`` says so (:func:`ser.acquisition.label_and_acquire`: after the scoring, before
+self-labelling), decides the learning status, asks the DataModule to add the selected pairs (the
+train dataloader is rebuilt every epoch), restarts the LR schedule, and goes on, or stops the fit
+at Stop / empty pool / ``max_loops``.
 
 Determinism and resume: every epoch re-seeds the RNGs from ``seed + epoch`` and the batch order
 comes from the same number, so a run resumed from the last epoch checkpoint (callback state,
@@ -24,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from ser import acquisition as aq
 from ser import faults
 from ser import length_control as lc
 from ser import status as st
@@ -53,6 +56,7 @@ class Labeling:
     first_is_chosen: np.ndarray  # their orientation: a1 is the chosen answer
     stop: bool  # status Stop, or nothing selected
     arrays: dict  # raw material for pool_scores_loopN.npz
+    p_first: np.ndarray | None = None  # P(a1 > a2) of every scored pair, as the selection sees it (acquisition)
 
 
 def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray, hidden: np.ndarray,
@@ -85,6 +89,7 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
         sel = st.select_pairs(p1, p2, decision.status, th)
         status, index, first = decision.status.name, sel.index, np.asarray(sel.first_is_chosen)
         extra = {"n_easy": decision.n_easy, "n_hard": decision.n_hard, "min_count": decision.min_count}
+        p_first = aq.pair_probability(p1, p2)
     else:
         if not val or "val_chosen" not in val:  # no validation pairs left (config checks val_fraction > 0)
             val = {"val_chosen": np.zeros(0), "val_rejected": np.zeros(0)}
@@ -95,6 +100,7 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
         if cs.fields.get("note"):
             log.warning("selection.strategy=%s: %s; self-labeling stops", strategy, cs.fields["note"])
         index, first = cs.index, np.asarray(cs.first_is_chosen)
+        p_first = cs.p if cs.p is not None else np.full(n, 0.5)  # no temperature: the RM cannot tell any pair
         status = strategy.upper() if len(index) else st.Status.STOP.name
         extra = cs.fields
     unbalanced = None
@@ -128,7 +134,7 @@ def label_pool(scores: np.ndarray, labeled: np.ndarray | None, alive: np.ndarray
     if unbalanced is not None:  # what the strategy kept before selection.length_balance
         arrays["kept_unbalanced"] = np.asarray(unbalanced, dtype=np.int64)
     stop = status == st.Status.STOP.name or len(index) == 0
-    return Labeling(fields, pool_index, first, stop, arrays)
+    return Labeling(fields, pool_index, first, stop, arrays, p_first)
 
 
 def _is_fsdp(trainer) -> bool:
@@ -146,10 +152,11 @@ class SERLoop(Callback):
     """Drives the loops; ``history`` holds one diagnostics dict per loop (loop 0 = seed)."""
 
     def __init__(self, loop_cfg, thresholds_cfg, seed: int, out_dir: str | Path,
-                 progress: Progress | None = None, phase: str = "ser", selection_cfg=None):
+                 progress: Progress | None = None, phase: str = "ser", selection_cfg=None, acquisition_cfg=None):
         self.cfg = loop_cfg
         self.th = thresholds_from_config(thresholds_cfg)
         self.selection = selection_cfg  # None or selection.strategy=status: the paper's status machine
+        self.acquisition = acquisition_cfg  # None or rule=none: no human labels asked (ser.acquisition)
         self.centring = thresholds_cfg.centring
         self.scaling = thresholds_cfg.get("scaling", "none")
         self.seed = seed
@@ -355,14 +362,14 @@ class SERLoop(Callback):
         t0 = time.perf_counter()
         groups = {"pool": [dm.pool[i][0] for i in alive] + [dm.pool[i][1] for i in alive]}
         if self.centring == "labeled_mean" or self.scaling == "labeled_std" or self.on_loop0_scored is not None:
-            groups["labeled"] = [s for pair in dm.labeled for s in pair]  # one pass with the pool
+            groups["labeled"] = [s for pair in dm.labeled_pairs() for s in pair]  # one pass with the pool
         scored = self._score(trainer, module, groups, "(pool)" if len(groups) == 1 else "(pool, labeled)")
         scores, labeled = scored["pool"], scored.get("labeled")
         faults.point("pool_scored")
         if self.loop == 0 and self.on_loop0_scored is not None:  # phase reuse: loop 0 before any threshold acts
             self.on_loop0_scored(trainer, dict(diag, label_s=round(time.perf_counter() - t0, 2)),
                                  {"pool": scores, "labeled": labeled, "alive": alive, "hidden": dm.pool_hidden,
-                                  **dm.pool_lengths()},
+                                  "pair_id": dm.pool_pair_ids(), "a1_first": dm.pool_a1_first(), **dm.pool_lengths()},
                                  self.state_dict())
         previous = None  # only `consistent` reads the previous loop's pool scores
         prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
@@ -370,6 +377,9 @@ class SERLoop(Callback):
             previous = dict(np.load(prev_file))
         label = lambda mc: label_pool(scores, labeled, alive, dm.pool_hidden, self.th, self.centring,  # noqa: E731
                                       self.scaling, self.selection, self._val, previous, mc, dm.pool_lengths())
+        relabel = lambda sc, lb, al, mc: label_pool(sc, lb, al, dm.pool_hidden, self.th, self.centring,  # noqa: E731
+                                                    self.scaling, self.selection, self._val, previous, mc,
+                                                    dm.pool_lengths())
         passes = int(self.selection.get("mc_passes", 0)) if self.selection is not None else 0
         if passes > 0 and self.selection.strategy != "status":
             t_mc = time.perf_counter()
@@ -386,21 +396,40 @@ class SERLoop(Callback):
                 m = len(which)
                 mc[which] = mc_agreement(scores[which], scores[n + which], [(r[:m], r[m:]) for r in runs])
             diag.update(mc_s=round(time.perf_counter() - t_mc, 2), mc_scored=int(len(which)))
-            lab = label(mc)
         else:
-            lab = label(None)
+            mc = None
+        lab, acquired = self._acquire(trainer, relabel, scores, labeled, alive, mc)
         diag.update(lab.fields, label_s=round(time.perf_counter() - t0, 2))
         if trainer.is_global_zero:  # raw material for offline analysis (and Fig. 6)
             lengths = {k: v[lab.arrays["pool_index"]] for k, v in dm.pool_lengths().items()}
             np.savez_compressed(self.out_dir / f"pool_scores_loop{self.loop}.npz", **lab.arrays, **lengths)
         if lab.stop:
             return "stop_status"
-        self.apply_labeling(dm, lab)
+        self.apply_labeling(dm, lab, acquired)
         return None
 
-    def apply_labeling(self, dm, lab: Labeling) -> None:
-        """Add a labeling's selection to the DataModule (the pairs of the next loop)."""
-        dm.add_selection(self.loop + 1, lab.pool_index, lab.first_is_chosen, self.cfg.remove_selected)
+    def _acquire(self, trainer, label, scores, labeled, alive, mc) -> tuple[Labeling, aq.Acquired | None]:
+        """:func:`ser.acquisition.label_and_acquire` with this run's acquisition settings and oracle."""
+        dm, acq = trainer.datamodule, self.acquisition
+        if not aq.is_active(acq):
+            return label(scores, labeled, alive, mc), None
+        previous = None
+        prev_file = self.out_dir / f"pool_scores_loop{self.loop - 1}.npz"
+        if acq.rule == "disagree" and self.loop > 0 and prev_file.exists():
+            previous = dict(np.load(prev_file))
+        oracle = aq.make_oracle(acq, dm.pool_hidden, dm.pool_pair_ids(), dm.pool_a1_first())
+        write = (lambda req: aq.write_request(self.out_dir, req, acq.rule, oracle.kind, dm.pool_pair_ids())) \
+            if trainer.is_global_zero else None
+        return aq.label_and_acquire(label, scores, labeled, alive, mc, acq, oracle, self.seed, self.loop,
+                                    dm.human_count(), len(dm.pool), previous, write)
+
+    def apply_labeling(self, dm, lab: Labeling, acquired: aq.Acquired | None = None) -> None:
+        """Add a labeling's selection, and the human labels asked for, to the DataModule (the pairs
+        of the next loop)."""
+        if acquired is not None:
+            dm.add_human(self.loop + 1, acquired.index, acquired.a1_better)
+        if acquired is None or len(lab.pool_index):
+            dm.add_selection(self.loop + 1, lab.pool_index, lab.first_is_chosen, self.cfg.remove_selected)
         if not self.cfg.keep_seed_pairs:
             dm.include_seed = False
 

@@ -8,8 +8,10 @@ Two things are cached, each under a key computed from everything it depends on:
 - ``loop0``: loop 0 of a SER phase, stopped just before the thresholds act: the checkpoint
   (weights, optimizer, schedule, RNG-free loop state), loop 0's evaluation, and the raw scores of
   the pool and of the labeled pairs. A run with the same key labels the cached scores with its own
-  thresholds (``ser.loop.label_pool``) and resumes from the checkpoint, which is the path a
-  killed-and-resumed run takes, so it ends with exactly the selections and accuracies of a cold run.
+  thresholds (``ser.loop.label_pool``), after asking for its own human labels when it has
+  ``acquisition`` (:func:`ser.acquisition.label_and_acquire`, as the live loop), and resumes from
+  the checkpoint, which is the path a killed-and-resumed run takes, so it ends with exactly the
+  selections and accuracies of a cold run.
 
 The key (:mod:`ser.reuse_key`: :func:`key_parts`, a dict of named parts, hashed by :func:`key_of`) covers: the resolved
 config that reaches the phase (model, data, loss, optimiser, trainer, the loop settings of loop 0;
@@ -308,6 +310,7 @@ def resume_from_loop0(entry: Path, cfg: DictConfig, phase_dir: Path, key: str) -
     import numpy as np
     import torch
 
+    from ser import acquisition as aq
     from ser.checkpoint import write_json
     from ser.loop import label_pool, thresholds_from_config
 
@@ -322,21 +325,34 @@ def resume_from_loop0(entry: Path, cfg: DictConfig, phase_dir: Path, key: str) -
         with np.load(entry / "eval_scores_loop0.npz") as z:
             val = {k: z[k] for k in ("val_chosen", "val_rejected") if k in z.files}
     lengths = {k: sc[k] for k in ("a1_chars", "a2_chars", "a1_tokens", "a2_tokens") if k in sc}
-    lab = label_pool(sc["pool"], sc.get("labeled"), sc["alive"], sc["hidden"], thresholds_from_config(th),
-                     th.centring, th.get("scaling", "none"), cfg.get("selection"), val, lengths=lengths or None)
+    label = lambda scores, labeled, alive, mc: label_pool(  # noqa: E731
+        scores, labeled, alive, sc["hidden"], thresholds_from_config(th), th.centring, th.get("scaling", "none"),
+        cfg.get("selection"), val, mc=mc, lengths=lengths or None)
+    acq = cfg.get("acquisition")  # acts after loop 0 is scored, as in the live loop (ser.acquisition)
+    oracle = aq.make_oracle(acq, sc["hidden"], sc["pair_id"], sc["a1_first"]) if aq.is_active(acq) else None
+    write = lambda req: aq.write_request(phase_dir, req, acq.rule, oracle.kind, sc["pair_id"])  # noqa: E731
+    lab, acquired = aq.label_and_acquire(label, sc["pool"], sc.get("labeled"), sc["alive"], None, acq, oracle,
+                                         cfg.seed, 0, 0, len(sc["hidden"]), None, write)
     diag = dict(meta["diag"], **lab.fields)
     diag["eval_s"] = diag.get("label_s", 0.0)
     diag["stop"] = "stop_status" if lab.stop else None
     diag["reused"] = key
     n_pool = len(sc["hidden"])
     alive = np.ones(n_pool, dtype=bool)
-    dm_state = {"selections": [], "include_seed": True, "pool_alive": alive.tolist()}
-    if not lab.stop:
-        index = [int(i) for i in lab.pool_index]
-        dm_state["selections"] = [{"loop": 1, "index": index, "first_is_chosen": [bool(x) for x in lab.first_is_chosen]}]
-        if cfg.loop.remove_selected:
-            alive[index] = False
-            dm_state["pool_alive"] = alive.tolist()
+    dm_state = {"selections": [], "include_seed": True, "pool_alive": alive.tolist(), "human": []}
+    if acquired is not None:  # as PreferenceDataModule.add_human
+        dm_state["human"] = [{"loop": 1, "index": [int(i) for i in acquired.index],
+                              "a1_better": [bool(x) for x in acquired.a1_better]}]
+        alive[acquired.index] = False
+        dm_state["pool_alive"] = alive.tolist()
+    if not lab.stop:  # as SERLoop.apply_labeling
+        if acquired is None or len(lab.pool_index):
+            index = [int(i) for i in lab.pool_index]
+            dm_state["selections"] = [{"loop": 1, "index": index,
+                                       "first_is_chosen": [bool(x) for x in lab.first_is_chosen]}]
+            if cfg.loop.remove_selected:
+                alive[index] = False
+                dm_state["pool_alive"] = alive.tolist()
         if not cfg.loop.keep_seed_pairs:
             dm_state["include_seed"] = False
     cb = dict(meta["callback"], loop=1, loop_start_epoch=cfg.loop.epochs_per_loop, history=[diag], finished=lab.stop)

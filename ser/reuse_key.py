@@ -2,9 +2,9 @@
 result, as a dict of named parts (:func:`key_parts`, written into each entry's ``meta.json`` so a user
 can see why two runs did or did not share) hashed by :func:`key_of`.
 
-The parts: the resolved config that reaches the phase (never the thresholds or the selection, which
-act after loop 0); every data file it reads, by its path relative to its data root and its content
-digest; hub dataset ids and revisions; the model's and tokenizer's weights identity (a local folder's
+The parts: the resolved config that reaches the phase (never the thresholds, the selection or the
+acquisition of human labels, which act after loop 0 is scored); every data file it reads, by its
+path relative to its data root and its content digest; hub dataset ids and revisions; the model's and tokenizer's weights identity (a local folder's
 file digests, an offline package's version, a hub id and revision); the versions of the libraries
 that compute; the numerics (resolved precision, thread count, CPU capability and ISA caps, CUDA
 device); and a digest of the ``ser`` source, so edited code never reuses stale work.

@@ -313,6 +313,29 @@ class SelectionConfig:
 
 
 @dataclass
+class AcquisitionConfig:
+    """Human labels asked for every loop (issue 25; ser/acquisition.py, conf/acquisition/). At the
+    end of each loop, after the pool is scored and before it is self-labelled, ``rule`` picks
+    pairs, an oracle labels them, and they join the labelled set: trained on from the next loop,
+    never dropped, part of the labelled scores that centre and scale p (thresholds.centring,
+    thresholds.scaling); they leave the pool, so they are never self-labelled. Loop 0 is the same
+    with or without acquisition (it is shared through phase reuse)."""
+
+    # none: ask nothing (the paper's SER) | uncertain: lowest confidence |P(a1 > a2) - 0.5|, P as
+    # the selection computes it | disagree: orientation flipped since the previous loop, plus MC-dropout
+    # disagreement when selection.mc_passes > 0, ties by confidence | random: seeded by (seed, loop), the control
+    rule: str = "none"
+    per_loop: float = 0.01  # pairs asked per loop: >= 1 a count, < 1 a share of the current pool
+    budget: float = 0.02  # human labels in all: >= 1 a count, < 1 a share of the initial pool
+    # hidden: the pool's hidden labels, revealed for the requested pairs only (experiments) |
+    # file: the answers file below (real use; `ser acquire RUN` writes the pairs to label)
+    oracle: str = "hidden"
+    answers: Optional[str] = None  # oracle=file: JSON lines or CSV of pair_id + winner (chosen | rejected)
+    # false: no pseudo-labels at all, only the human pairs (the supervised control: seed + B labels)
+    self_label: bool = True
+
+
+@dataclass
 class ReuseConfig:
     """Phase reuse across runs (ser/reuse.py): loop 0 of SER and the full-data baseline are computed
     once per content key and reused by every run or sweep point with the same key."""
@@ -332,6 +355,7 @@ class TrainConfig:
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     trainer: Dict[str, Any] = field(default_factory=dict)  # Lightning Trainer arguments (conf/trainer)
     logger: Optional[Dict[str, Any]] = None  # a Lightning logger: _target_ + arguments (conf/logger)
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -79,6 +79,7 @@ class ConfidenceSelection:
     index: np.ndarray  # positions in the scored pool (alive pairs)
     first_is_chosen: np.ndarray
     fields: dict  # temperature, cut, estimated precision, strategy
+    p: np.ndarray | None = None  # P(a1 > a2) of every pool pair (None: no temperature could be fitted)
 
 
 def select(strategy: str, s1: np.ndarray, s2: np.ndarray, val_chosen: np.ndarray, val_rejected: np.ndarray,
@@ -117,4 +118,4 @@ def select(strategy: str, s1: np.ndarray, s2: np.ndarray, val_chosen: np.ndarray
     fields = {"selection": strategy, "temperature": t, "cut": cut,
               "estimated_precision": float(val_right[above].mean()) if above.any() else None}
     index = np.flatnonzero(keep)
-    return ConfidenceSelection(index, p[index] > 0.5, fields)
+    return ConfidenceSelection(index, p[index] > 0.5, fields, p)

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
+from ser.acquisition import is_active
 from ser.checkpoint import AtomicCheckpointIO, last_checkpoint, write_json
 from ser.config import run_reporting_errors, validate
 from ser.data import PreferenceDataModule
@@ -144,7 +145,8 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
         require_decoder_for_packing(net, f"model.name={cfg.model.name}")
     module = RewardModel(net, cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
-    loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, progress, phase, cfg.get("selection"))
+    loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, progress, phase, cfg.get("selection"),
+                   cfg.get("acquisition"))
     loop.on_loop0_scored = on_loop0_scored
     ckpt = last_checkpoint(phase_dir / "checkpoints")  # written after the SER callback, every epoch
     lines = ProgressLines(progress, phase, label=lambda t: f"loop {loop.loop}",
@@ -196,6 +198,8 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
                     "model_s": round(t_model, 2), "fit_s": round(t_fit, 2), "export_s": round(time.perf_counter() - t0, 2)},
         "export": export_dir,
     }
+    if is_active(cfg.get("acquisition")):  # human labels: the seed pairs and those asked for
+        result["human_labels"] = {"seed": len(dm.labeled), "acquired": dm.human_count()}
     if trainer.is_global_zero:
         write_json(done, result)
     return result
@@ -226,6 +230,11 @@ def run(cfg: DictConfig) -> dict:
                "labeled_fraction": cfg.labeled_fraction, "thresholds": OmegaConf.to_container(cfg.thresholds),
                "loop": OmegaConf.to_container(cfg.loop), "selection": OmegaConf.to_container(cfg.selection),
                "precision": choice.to_dict(), "phases": {}}
+    if is_active(cfg.get("acquisition")):
+        results["acquisition"] = OmegaConf.to_container(cfg.acquisition)
+        if cfg.loop.max_loops == 0:
+            log.warning("acquisition.rule=%s asks after a loop is scored: with loop.max_loops=0 nothing is asked",
+                        cfg.acquisition.rule)
     tracker = job_logger(cfg, out)  # logger=wandb: one run for the whole job
     with Progress(cfg.progress.every_s, cfg.progress.lines) as progress:
         for name, pcfg in phases.items():

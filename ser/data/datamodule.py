@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ser.acquisition import canonical_first, pair_id
 from ser.data.batching import FixedBatches, PairCollator, length_grouped_batches, random_batches
 from ser.data.formats import load_pairs
 from ser.data.stack_exchange import options_from_config
@@ -44,9 +45,10 @@ def gc_paused():
 class PreferenceDataModule(pl.LightningDataModule):
     """Loads, splits and tokenises once; rebuilds the training pairs whenever the loop selects.
 
-    Training pairs = the labeled seed pairs (unless ``keep_seed`` is off after loop 0) plus every
+    Training pairs = the labeled seed pairs (unless ``keep_seed`` is off after loop 0), the pool
+    pairs humans labelled on request (``acquisition``: always, oriented by their label), plus every
     selection so far, each a pool pair oriented by the reward model. ``state_dict`` holds the
-    selections, so a resumed run trains on exactly the same pairs.
+    human labels and the selections, so a resumed run trains on exactly the same pairs.
     """
 
     def __init__(self, cfg, tokenizer, seed: int = 0):
@@ -55,11 +57,13 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.tokenizer = tokenizer
         self.seed = seed
         self.selections: list[dict] = []  # [{"loop": n, "index": [...], "first_is_chosen": [...]}]
+        self.human: list[dict] = []  # acquisition: [{"loop": n, "index": [...], "a1_better": [...]}] (human labels)
         self.include_seed = True
         self._ready = False
         self._kept_rows: dict[str, list[dict]] = {}  # split -> the rows that survived formatting, in order
         self._eval_meta: dict[str, np.ndarray] | None = None
         self._pool_lengths: dict[str, np.ndarray] | None = None
+        self._pool_ids: tuple[np.ndarray, np.ndarray] | None = None
         self._label_direction: dict | None = None
 
     # -- set-up --------------------------------------------------------------------------
@@ -190,6 +194,25 @@ class PreferenceDataModule(pl.LightningDataModule):
                 self._pool_lengths[f"{side}_tokens"] = np.array([len(x) for x in ids], dtype=np.int32)
         return self._pool_lengths
 
+    def _pool_identity(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._pool_ids is None:
+            rows = self._kept_rows.get("pool", [])
+            self._pool_ids = (np.array([pair_id(r["prompt"], r["a1"], r["a2"]) for r in rows], dtype="<U16"),
+                              np.array([canonical_first(r["a1"], r["a2"]) for r in rows], dtype=bool))
+        return self._pool_ids
+
+    def pool_pair_ids(self) -> np.ndarray:
+        """The stable id of every pool pair (indexed like the pool): :func:`ser.acquisition.pair_id`."""
+        return self._pool_identity()[0]
+
+    def pool_a1_first(self) -> np.ndarray:
+        """Per pool pair: a1 comes first in the canonical order (:func:`ser.acquisition.canonical_first`)."""
+        return self._pool_identity()[1]
+
+    def pool_rows(self) -> list[dict]:
+        """The pool's rows as loaded (``prompt``, ``a1``, ``a2``), indexed like the pool."""
+        return self._kept_rows.get("pool", [])
+
     def labeled_length_direction(self) -> dict[str, dict]:
         """Per unit (``chars``, ``tokens`` as in :meth:`evaluation_metadata`): how often the chosen
         answer of a labelled pair is the longer one, and so the direction of the length-only rule
@@ -224,16 +247,38 @@ class PreferenceDataModule(pl.LightningDataModule):
         if remove_from_pool:
             self.pool_alive[index] = False
 
+    def add_human(self, loop: int, index: Sequence[int], a1_better: Sequence[bool]) -> None:
+        """Human labels of pool pairs (``acquisition``): they leave the pool for good."""
+        index = [int(i) for i in index]
+        self.human.append({"loop": int(loop), "index": index, "a1_better": [bool(x) for x in a1_better]})
+        self.pool_alive[index] = False
+
+    def human_count(self) -> int:
+        return sum(len(h["index"]) for h in self.human)
+
+    def human_pairs(self) -> list[tuple[list[int], list[int]]]:
+        """The human-labelled pool pairs as (chosen, rejected), in the order they were asked."""
+        return [(self.pool[i][0], self.pool[i][1]) if first else (self.pool[i][1], self.pool[i][0])
+                for h in self.human for i, first in zip(h["index"], h["a1_better"])]
+
+    def labeled_pairs(self) -> list[tuple[list[int], list[int]]]:
+        """The labelled set whose scores centre and scale ``p``: the seed pairs and the human-labelled ones."""
+        return list(self.labeled) + self.human_pairs() if self.human else self.labeled
+
     def pool_indices(self) -> np.ndarray:
         return np.flatnonzero(self.pool_alive)
 
     def train_pairs(self) -> list[tuple[list[int], list[int]]]:
         pairs = list(self.labeled) if self.include_seed else []
+        pairs += self.human_pairs()  # human labels never leave
         # a pool pair appears once, oriented by its latest selection (it can be re-selected,
-        # possibly flipped, when selected pairs stay in the pool)
+        # possibly flipped, when selected pairs stay in the pool); a human label overrides it
         oriented: dict[int, bool] = {}
         for s in self.selections:
             oriented.update(zip(s["index"], s["first_is_chosen"]))
+        for h in self.human:
+            for i in h["index"]:
+                oriented.pop(i, None)
         for i, first in oriented.items():
             a1, a2 = self.pool[i]
             pairs.append((a1, a2) if first else (a2, a1))
@@ -241,10 +286,11 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict:
         return {"selections": copy.deepcopy(self.selections), "include_seed": self.include_seed,
-                "pool_alive": self.pool_alive.tolist() if self._ready else None}
+                "pool_alive": self.pool_alive.tolist() if self._ready else None, "human": copy.deepcopy(self.human)}
 
     def load_state_dict(self, state: dict) -> None:
         self.selections = copy.deepcopy(state["selections"])
+        self.human = copy.deepcopy(state.get("human", []))  # checkpoints before acquisition have none
         self.include_seed = state["include_seed"]
         if state.get("pool_alive") is not None:
             self.setup()

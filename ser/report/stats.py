@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ser.report.acquisition import row_fields as acquisition_fields
 from ser.report.length import adjust_length_family, group_length, row_fields, run_length
 from ser.report.paired import adjust_families, best_val_loop, group_statistics, run_outcomes, run_statistics
 from ser.report.replay import replay_run, replay_summary
@@ -20,7 +21,7 @@ from ser.significance import N_BOOT
 
 _SEED_ITEM = re.compile(r"^\+{0,2}seed=")
 #: overrides that do not change results (as Hydra's override_dirname in conf/hydra/default.yaml)
-_NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+|reuse\.[\w.]+)(=|$)")
+_NEUTRAL_ITEM = re.compile(r"^[+~]{0,2}(logger|trainer\.enable_progress_bar|output_dir|hydra\.[\w.]+|reuse\.[\w.]+|acquisition\.answers)(=|$)")
 
 
 def group_key(run: dict) -> str:
@@ -54,7 +55,9 @@ ROW_FIELDS = ["run", "path", "overrides", "group", "model", "data", "seed", "lab
               # length control on test (ser.report.length): tokens, then the same in characters
               "length_baseline", "seed_balanced", "ser_balanced", "full_balanced", "seed_wrong_way", "ser_wrong_way",
               "length_direction", "length_direction_source", "length_baseline_chars", "seed_balanced_chars",
-              "ser_balanced_chars", "full_balanced_chars"]
+              "ser_balanced_chars", "full_balanced_chars",
+              # human labels (ser.report.acquisition): seed pairs, pairs asked for, their sum; method; budget
+              "human_seed", "human_acquired", "human_labels", "method", "budget"]
 
 
 def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
@@ -124,6 +127,7 @@ def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
             "best_val_loop": bv, "ser_best_val_acc": loop_accs[bv] if bv is not None and bv < len(loop_accs) else None,
             "ser_val_acc": _num(ser.get("val_acc")) if ser and ser.get("loops") else None,
             **row_fields(length),
+            **acquisition_fields(r),  # human labels used and the method (ser.report.acquisition)
             "loop_accs": loop_accs, "loops": loops, "outcomes": outcomes, "replay": replay_run(run["path"], r),
             "length": length,
         })

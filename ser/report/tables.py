@@ -12,6 +12,7 @@ import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ser.report.acquisition import acquisition_lines
 from ser.report.compare import compare_groups, compare_lines
 from ser.report.length import length_lines, loop_lines
 from ser.report.paired import statistics_lines
@@ -191,6 +192,7 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out += replay_lines(g.get("replay"))
             out.append("")
         out += compare_lines(compare_groups(rows, groups, sweep_order(source), n_boot=n_boot), format_stat)
+        out += acquisition_lines(rows, groups)
         if power:
             out += power_lines(rows)
     if unfinished:
