@@ -4,9 +4,8 @@
 # 5 seeds, everything else as Table 1 at CPU scale (experiment=ser_*_minilm: 15% seed, 3 loops):
 #   - SER alone (acquisition=none); its loop 0 is the 15% seed RM, compare_full the full-data RM;
 #   - SER + B labels chosen by acquisition=random (the control), uncertain, disagree: per_loop = B/2
-#     of the current pool each loop until B of the initial pool is spent (loops 0, 1, 2 may ask;
-#     when self-labelling empties the pool fast, less than B is spent: `ser report` plots the labels
-#     actually used);
+#     of the initial pool each loop until B of the initial pool is spent (loops 0 and 1 ask, so every
+#     rule spends B unless the pool runs dry; `ser report` plots the labels actually used);
 #   - supervised only: the seed plus B random labels (acquisition.self_label=false, all B asked at
 #     loop 0, one more loop trained on seed + B, no pseudo-labels).
 # Loop 0 and the full-data RM do not depend on acquisition: phase reuse computes them once per seed.

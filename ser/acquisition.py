@@ -70,10 +70,11 @@ def resolve_amount(value: float, of: int) -> int:
 
 
 def request_size(per_loop: float, budget: float, pool_now: int, pool_initial: int, used: int) -> int:
-    """Pairs to ask for this loop: ``per_loop`` (count, or share of the current pool), no more than
-    what is left of ``budget`` (count, or share of the initial pool) after ``used``, nor the pool."""
+    """Pairs to ask for this loop: ``per_loop`` (count, or share of the initial pool, so that every
+    rule spends the same budget over the same loops), no more than what is left of ``budget`` (count,
+    or share of the initial pool) after ``used``, nor what the pool still holds."""
     left = max(0, resolve_amount(budget, pool_initial) - used)
-    return max(0, min(resolve_amount(per_loop, pool_now), left, pool_now))
+    return max(0, min(resolve_amount(per_loop, pool_initial), left, pool_now))
 
 
 def pair_probability(p1: np.ndarray, p2: np.ndarray) -> np.ndarray:

@@ -325,7 +325,7 @@ class AcquisitionConfig:
     # the selection computes it | disagree: orientation flipped since the previous loop, plus MC-dropout
     # disagreement when selection.mc_passes > 0, ties by confidence | random: seeded by (seed, loop), the control
     rule: str = "none"
-    per_loop: float = 0.01  # pairs asked per loop: >= 1 a count, < 1 a share of the current pool
+    per_loop: float = 0.01  # pairs asked per loop: >= 1 a count, < 1 a share of the initial pool
     budget: float = 0.02  # human labels in all: >= 1 a count, < 1 a share of the initial pool
     # hidden: the pool's hidden labels, revealed for the requested pairs only (experiments) |
     # file: the answers file below (real use; `ser acquire RUN` writes the pairs to label)

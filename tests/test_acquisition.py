@@ -15,8 +15,10 @@ from ser.loop import Labeling
 def test_amounts_are_counts_or_shares():
     assert aq.resolve_amount(0.02, 500) == 10 and aq.resolve_amount(5, 500) == 5
     assert aq.resolve_amount(0.001, 100) == 1 and aq.resolve_amount(0, 100) == 0  # a share asks for at least one
-    # per_loop 10% of 90 = 9, but the budget (5% of the initial 100 = 5) has 2 left after 3 used
+    # per_loop 10% of the initial 100 = 10, but the budget (5% of the initial 100 = 5) has 2 left after 3 used
     assert aq.request_size(0.1, 0.05, 90, 100, 3) == 2
+    # shares are of the initial pool, whatever the pool holds now: 3% of 200 = 6 while 50 are left
+    assert aq.request_size(0.03, 0.5, 50, 200, 0) == 6
     assert aq.request_size(10, 25, 8, 100, 20) == 5  # 5 left of 25 ...
     assert aq.request_size(10, 25, 3, 100, 20) == 3  # ... but only 3 pairs in the pool
     assert aq.request_size(10, 25, 80, 100, 25) == 0  # budget spent

@@ -23,7 +23,8 @@ from tests.conftest import ROOT, compose
 from tests.loop_utils import selections
 from tests.synthetic import tiny_overrides, write_pairs
 
-pytestmark = pytest.mark.numerics
+# Not marked numerics: these compare runs on the same kernels (bit-identical requests, resumes,
+# leak-freedom), which the AVX2 pass of `make test` would only repeat (as test_reuse and test_faults).
 
 # thresholds under which the tiny RM keeps part of the pool each loop (the rest stays to be asked)
 STRICT = ("loop.max_loops=3", "loop.epochs_per_loop=1", "optim.lr=2e-3", "thresholds.scaling=labeled_std",
