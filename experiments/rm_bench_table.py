@@ -1,6 +1,6 @@
 """The README's RM-Bench table (issue 24): Table 1's reward models on RM-Bench beside their own test split.
 
-Reads what ``experiments/rm_bench.sh`` wrote (``RM_BENCH_DIR/<experiment>/seed=<s>/{seed,ser,full}/``
+Reads what ``experiments/rm_bench.sh`` wrote (``RM_BENCH_DIR/<experiment>/seed_<s>/{seed,ser,full}/``
 with ``rm_bench.json`` and ``rm_bench_scores.jsonl``) and the Table 1 runs it scored (``--runs``:
 ``<runs>/<experiment>/experiment=<experiment>,seed=<s>,...=False/results.json``), and prints a markdown
 table: per dataset and reward model, the accuracy on its own test split, RM-Bench's hard / normal /
@@ -51,11 +51,11 @@ def own_test(results: dict) -> dict:
 def collect(root: Path, runs: Path, n_boot: int) -> list[dict]:
     rows = []
     for exp_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "runs"):
-        for seed_dir in sorted(exp_dir.glob("seed=*")):
+        for seed_dir in sorted(exp_dir.glob("seed_*")):
             if not all((seed_dir / m / "rm_bench.json").exists() for m in MODELS):
                 print(f"skipped {seed_dir}: not every model scored", file=sys.stderr)
                 continue
-            seed = seed_dir.name.split("=", 1)[1]
+            seed = seed_dir.name.split("_", 1)[1]
             run = find_run(runs, exp_dir.name, seed)
             if run is None:
                 raise SystemExit(f"rm_bench_table.py: no Table 1 run of {exp_dir.name} seed {seed} under {runs}; pass --runs")
@@ -122,7 +122,7 @@ def table(rows: list[dict]) -> str:
 def copy_small(rows: list[dict], root: Path, dest: Path) -> None:
     for r in rows:
         for m in MODELS:
-            to = dest / r["exp"] / f"seed={r['seed']}" / m
+            to = dest / r["exp"] / f"seed_{r['seed']}" / m
             to.mkdir(parents=True, exist_ok=True)
             for f in ("rm_bench.json", "rm_bench_scores.jsonl", "rm_bench.md", "rm_bench_matrix.png"):
                 if (r["dir"] / m / f).exists():

@@ -313,7 +313,7 @@ def test_rm_bench_table_of_table1_models(tmp_path, capsys):
     bad = {"chosen": [1.0, 1.0, 1.0], "rejected": [3.0, 3.0, 3.0]}
     half = lambda e: {"estimate": e, "low": e, "high": e, "n": 40}  # noqa: E731
     for model, rewards, acc in (("seed", bad, 0.0), ("ser", good, 1.0), ("full", bad, 0.0)):
-        d = tmp_path / "bench" / "ser_hh_minilm" / "seed=0" / model
+        d = tmp_path / "bench" / "ser_hh_minilm" / "seed_0" / model
         d.mkdir(parents=True)
         rows = [{"subdomain": "chat" if i < 20 else "code", "id": i, "source": "f", **rewards} for i in range(40)]
         (d / "rm_bench_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
