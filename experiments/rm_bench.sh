@@ -30,7 +30,7 @@ for exp in ${EXPERIMENTS//,/ }; do
     out="$OUT/$exp/seed_$seed"  # no "=" in it: Hydra reads "=" in an override value as syntax
     "$PY" -m ser.train "experiment=$exp" "seed=$seed" loop.max_loops=0 compare_full=false \
       trainer.enable_progress_bar=false "hydra.run.dir='$out/seed_only_run'"
-    "$PY" -m ser.cli evaluate-rm --model "$out/seed_only_run/ser/reward_model" --data "${DATA[@]}" \
+    "$PY" -m ser.cli evaluate-rm --model "$out/seed_only_run/seed/reward_model" --data "${DATA[@]}" \
       --max-length "$MAX_LENGTH" --dtype "$DTYPE" --out "$out/seed"
     for rm in ser full; do
       "$PY" -m ser.cli evaluate-rm --model "$run/$rm/reward_model" --data "${DATA[@]}" \
