@@ -213,8 +213,8 @@ def _train(over, out, fault=None, cache=None):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", ["uncertain", "random"])
-def test_killed_run_asks_for_the_same_pairs(tmp_path, data, rule):
+@pytest.mark.parametrize("rule", ["random"])  # the rule whose choice needs its seeded draw restored; uncertain
+def test_killed_run_asks_for_the_same_pairs(tmp_path, data, rule):  # is a function of the scores (CI time: one)
     """Killed right after loop 0's answers (before any checkpoint holds them), then after loop 1's
     (resumed from a checkpoint that holds loop 0's), then in a training step, and resumed each time:
     the same requests, answers, selections and weights. (A resumed run counts fault points anew:
