@@ -4,8 +4,8 @@
 # final RM and the full-data RM of a finished Table 1 run, scored on RM-Bench's four domains
 # (chat, code, safety-refuse, safety-response) with SER and full paired against the seed RM on the
 # same prompts. MiniLM exports were trained at 128 tokens; RM-Bench answers are long, so 512 here.
-# DTYPE=bfloat16 scores 2.3x faster on a CPU with native bf16 (measured on a Xeon with AMX: 0.4% of
-# chosen-rejected comparisons tie in bf16 and count as wrong; evaluate-rm prints the ties).
+# DTYPE=bfloat16 scores 2.3x faster on a CPU with native bf16 (measured on a Xeon with AMX); in bf16
+# up to 2% of chosen-rejected comparisons tie and count as wrong (evaluate-rm prints the ties).
 #   bash experiments/rm_bench.sh [EXPERIMENTS] [SEEDS]
 # RUNS: the Table 1 sweep (experiments/length_balance.sh writes RUNS/<experiment>/<run>).
 set -euo pipefail
