@@ -201,6 +201,39 @@ def token_counts(attention_mask) -> tuple[int, int]:
     return int(attention_mask.sum().item()), int(attention_mask.numel())
 
 
+def fresh_net(cfg, tok):
+    """The same initial weights for every run (pretrained body, head seeded by ``cfg.seed``)."""
+    import torch
+
+    from ser.model import build_hf_model
+
+    torch.manual_seed(cfg.seed)
+    return build_hf_model(cfg.model, tok)
+
+
+def fit_ser(cfg, tok, dm, steps: int, clock):
+    """ser's own Lightning path for ``steps`` training steps on ``dm``: a fresh :class:`RewardModel`
+    and the configured trainer (no checkpoints, no validation, logger in a temporary folder), the
+    callback ``clock`` timing each step. Returns the trained module."""
+    import tempfile
+
+    from hydra.utils import instantiate
+
+    from ser.model import RewardModel
+
+    dm.trainer = None  # Lightning asks the DataModule for the loader (epoch 0: the same batches)
+    module = RewardModel(fresh_net(cfg, tok), cfg.loss, cfg.optim)
+    module.set_schedule(0, steps)
+    with tempfile.TemporaryDirectory(prefix="ser-bench-") as tmp:
+        logger = instantiate(cfg.logger, save_dir=tmp) if cfg.get("logger") and "_target_" in cfg.logger else False
+        trainer = instantiate(
+            cfg.trainer, max_epochs=1, max_steps=steps, callbacks=[clock], logger=logger,
+            enable_progress_bar=False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
+            use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1, default_root_dir=tmp)
+        trainer.fit(module, datamodule=dm)
+    return module
+
+
 def raw_optimizer(net, o, steps: int, **adamw):
     """The plain PyTorch baseline's ``(optimizer, scheduler, trainable params)``: AdamW with ser's
     weight-decay groups and the warm-up-then-linear schedule of ``optim`` config ``o`` over ``steps``."""

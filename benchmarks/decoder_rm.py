@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from common import (base_parser, check_line, cpu_line, machine_info, ratio, raw_bt_step, raw_optimizer, section,  # noqa: E402
-                    setup_env, table, write_results)
+from common import (base_parser, check_line, cpu_line, fit_ser, fresh_net, machine_info, ratio, raw_bt_step,  # noqa: E402
+                    raw_optimizer, section, setup_env, table, write_results)
 from decoder_work import add_work_args, autocast, load_work, non_embedding_params, score_answers, spread, use_bf16  # noqa: E402
 
 NAME = "decoder_rm"
@@ -105,13 +104,6 @@ def rounds_of(times: list[float], tokens: list[int], warmup: int, rounds: int, p
     return out
 
 
-def fresh_net(cfg, tok):
-    import torch
-
-    from ser.model import build_hf_model
-
-    torch.manual_seed(cfg.seed)
-    return build_hf_model(cfg.model, tok)
 
 
 def padded_loader(dm):
@@ -137,9 +129,6 @@ def run_raw(cfg, tok, dm, n_steps: int, bf16: bool, adamw: dict) -> dict:
 
 def run_ser(cfg, tok, dm, n_steps: int) -> dict:
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    from ser.model import RewardModel
 
     class StepClock(pl.Callback):
         def __init__(self):
@@ -149,18 +138,9 @@ def run_ser(cfg, tok, dm, n_steps: int) -> dict:
             self.times.append(time.perf_counter())
             self.tokens.append(batch_tokens(batch))
 
-    dm.cfg.packing = cfg.data.packing  # Lightning asks the DataModule for the loader (epoch 0: the same batches)
-    dm.trainer = None
-    module = RewardModel(fresh_net(cfg, tok), cfg.loss, cfg.optim)
-    module.set_schedule(0, n_steps)
+    dm.cfg.packing = cfg.data.packing
     clock = StepClock()
-    with tempfile.TemporaryDirectory(prefix="ser-bench-") as tmp:
-        logger = instantiate(cfg.logger, save_dir=tmp) if cfg.get("logger") and "_target_" in cfg.logger else False
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer, max_epochs=1, max_steps=n_steps, callbacks=[clock], logger=logger,
-            enable_progress_bar=False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
-            use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1, default_root_dir=tmp)
-        trainer.fit(module, datamodule=dm)
+    fit_ser(cfg, tok, dm, n_steps, clock)
     dm.cfg.packing = False
     return {"times": clock.times, "tokens": clock.tokens}
 

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Timer, base_parser, check_line, compose, machine_info, peak_rss_mb, ratio, raw_bt_step, raw_optimizer,  # noqa: E402
-                    section, setup_env, table, token_counts, window, write_results)
+from common import (Timer, base_parser, check_line, compose, fit_ser, fresh_net, machine_info, peak_rss_mb, ratio,  # noqa: E402
+                    raw_bt_step, raw_optimizer, section, setup_env, table, token_counts, window, write_results)
 
 NAME = "rm_train_throughput"
 
@@ -71,14 +71,6 @@ def load_work(args):
     return cfg, tok, dm
 
 
-def fresh_net(cfg, tok):
-    """The same initial weights for every run (pretrained body, head seeded)."""
-    import torch
-
-    from ser.model import build_hf_model
-
-    torch.manual_seed(cfg.seed)
-    return build_hf_model(cfg.model, tok)
 
 
 def train_loader(dm, grouped: bool):
@@ -94,9 +86,8 @@ def train_loader(dm, grouped: bool):
 
 def run_ser(cfg, tok, dm, grouped: bool, steps: int, accuracy: bool) -> dict:
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
 
-    from ser.model import RewardModel, pair_accuracy
+    from ser.model import pair_accuracy
 
     class StepClock(pl.Callback):
         def __init__(self):
@@ -108,18 +99,9 @@ def run_ser(cfg, tok, dm, grouped: bool, steps: int, accuracy: bool) -> dict:
             self.pairs.append(int(batch["input_ids"].shape[0]) // 2)
 
     dm.cfg.group_by_length = bool(grouped)
-    dm.trainer = None
-    module = RewardModel(fresh_net(cfg, tok), cfg.loss, cfg.optim)
-    module.set_schedule(0, steps)
     clock = StepClock()
-    with tempfile.TemporaryDirectory(prefix="ser-bench-") as tmp:
-        logger = instantiate(cfg.logger, save_dir=tmp) if cfg.get("logger") and "_target_" in cfg.logger else False
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer, max_epochs=1, max_steps=steps, callbacks=[clock], logger=logger,
-            enable_progress_bar=False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
-            use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1, default_root_dir=tmp)
-        with Timer() as t_fit:
-            trainer.fit(module, datamodule=dm)
+    with Timer() as t_fit:
+        module = fit_ser(cfg, tok, dm, steps, clock)
     out = {"clock": clock, "fit_s": t_fit.s}
     if accuracy:
         with Timer() as t_acc:

@@ -172,8 +172,8 @@ def test_the_hub_dataset_goes_through_the_same_parser(tmp_path, monkeypatch):
     rows = [r for r in hand_rows() if isinstance(r, dict)]
     seen = {}
 
-    def fake_load_dataset(hub_id, config=None, split=None, data_dir=None):
-        seen.update(hub_id=hub_id, split=split, data_dir=data_dir)
+    def fake_load_dataset(hub_id, config=None, split=None, data_dir=None, revision=None):
+        seen.update(hub_id=hub_id, split=split, data_dir=data_dir, revision=revision)
         return rows
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
@@ -182,7 +182,7 @@ def test_the_hub_dataset_goes_through_the_same_parser(tmp_path, monkeypatch):
                           options=options_from_config(cfg))
     local, _ = load_pairs([str(write_jsonl(tmp_path / "l.jsonl", rows))], "auto", options=options_from_config(cfg))
     assert seen == {"hub_id": "HuggingFaceH4/stack-exchange-preferences", "split": "train",
-                    "data_dir": "data/beer.stackexchange.com"}
+                    "data_dir": "data/beer.stackexchange.com", "revision": None}
     strip = lambda ps: [{k: v for k, v in p.items() if k != "source"} for p in ps]  # noqa: E731
     assert strip(hub) == strip(local) and rep.kept == 4
 
