@@ -119,7 +119,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def copy_small(rows: list[dict], root: Path, dest: Path) -> None:
+def copy_small(rows: list[dict], dest: Path) -> None:
     for r in rows:
         for m in MODELS:
             to = dest / r["exp"] / f"seed_{r['seed']}" / m
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(md + "\n")
     if a.copy:
-        copy_small(rows, a.rm_bench_dir, a.copy)
+        copy_small(rows, a.copy)
     return 0
 
 
