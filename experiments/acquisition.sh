@@ -12,8 +12,11 @@
 # `ser report OUT` writes the table (human labels used, test accuracy with 95% CIs) and
 # accuracy_vs_human_labels.png. Usage (repo root, after `make install`):
 #   bash experiments/acquisition.sh [EXPERIMENTS] [SEEDS]      (BUDGETS=0.02,0.05 OUT=multirun/acquisition)
+# Seeds are the outer loop, so a sweep stopped early holds complete seeds (every method, every budget).
+# Two datasets side by side on 2 cores (one thread each):
+#   OMP_NUM_THREADS=1 bash experiments/acquisition.sh ser_hh_minilm &
+#   OMP_NUM_THREADS=1 bash experiments/acquisition.sh ser_summarize_minilm &
 # Every run resumes: the same command continues an interrupted sweep and skips finished runs.
-# NOT RUN YET: no result of this design exists; the README says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXPERIMENTS=${1:-ser_hh_minilm,ser_summarize_minilm}
@@ -21,15 +24,17 @@ SEEDS=${2:-0,1,2,3,4}
 BUDGETS=${BUDGETS:-0.02,0.05}
 OUT=${OUT:-multirun/acquisition}
 export SER_DATA_DIR=${SER_DATA_DIR:-$(cd .. && pwd)/shared/data}
-PY=.venv/bin/python
-train() { "$PY" -m ser.train -m "experiment=$EXPERIMENTS" "seed=$SEEDS" trainer.enable_progress_bar=false "$@"; }
+PY=${PY:-.venv/bin/python}
+train() { "$PY" -m ser.train -m "experiment=$EXPERIMENTS" "seed=$SEED" trainer.enable_progress_bar=false "$@"; }
 
-train acquisition=none "hydra.sweep.dir=$OUT/ser"
-for B in ${BUDGETS//,/ }; do
-  HALF=$("$PY" -c "print($B / 2)")
-  train "acquisition=random,uncertain,disagree" "acquisition.budget=$B" "acquisition.per_loop=$HALF" \
-    "hydra.sweep.dir=$OUT/ser_acquisition"
-  train acquisition=random acquisition.self_label=false "acquisition.budget=$B" "acquisition.per_loop=$B" \
-    loop.max_loops=1 "hydra.sweep.dir=$OUT/supervised"
+for SEED in ${SEEDS//,/ }; do
+  train acquisition=none "hydra.sweep.dir=$OUT/ser"
+  for B in ${BUDGETS//,/ }; do
+    HALF=$("$PY" -c "print($B / 2)")
+    train "acquisition=random,uncertain,disagree" "acquisition.budget=$B" "acquisition.per_loop=$HALF" \
+      "hydra.sweep.dir=$OUT/ser_acquisition"
+    train acquisition=random acquisition.self_label=false "acquisition.budget=$B" "acquisition.per_loop=$B" \
+      loop.max_loops=1 "hydra.sweep.dir=$OUT/supervised"
+  done
 done
-.venv/bin/ser report "$OUT"
+"$PY" -m ser.cli report "$OUT"
