@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ser.report import write_report
-from ser.report.acquisition import accuracy_interval, row_fields
+from ser.report.acquisition import accuracy_interval, acquisition_comparisons, row_fields
 from ser.train import run
 from tests.conftest import compose
 from tests.synthetic import tiny_overrides, write_pairs
@@ -20,6 +20,35 @@ def test_accuracy_interval_is_the_mean_over_seeds():
     iv = accuracy_interval(runs, "ser")
     assert iv.estimate == pytest.approx(0.625) and iv.n == 2 and iv.low < 0.625 < iv.high
     assert accuracy_interval(runs, "full") is None
+
+
+def _row(group, method, budget, seed, ser, keys):
+    return {"run": f"{group},seed={seed}", "group": group, "seed": seed, "method": method, "budget": budget,
+            "human_seed": 40, "human_acquired": 0, "human_labels": 40,
+            "outcomes": {"test": {"ser": np.array(ser, bool), "key": np.array(keys, np.uint64)}}}
+
+
+def test_comparisons_are_paired_by_seed_and_pair_and_holm_adjusted():
+    keys = {0: [1, 2, 3, 4], 1: [5, 6, 7, 8]}  # each seed its own test pairs, listed in another order below
+    rows = [_row("none", "SER", None, 0, [1, 0, 1, 0], keys[0]), _row("none", "SER", None, 1, [0, 0, 1, 1], keys[1]),
+            # seed 0's pairs in reverse order: matched by key, +1 of 4 pairs; seed 1: +2 of 4
+            _row("unc", "SER + uncertain", 0.02, 0, [0, 1, 1, 1], keys[0][::-1]),
+            _row("unc", "SER + uncertain", 0.02, 1, [1, 1, 1, 1], keys[1]),
+            _row("rnd", "SER + random", 0.02, 0, [1, 0, 1, 0], keys[0]),
+            _row("rnd", "SER + random", 0.02, 1, [0, 0, 1, 1], keys[1])]
+    groups = [{"group": g, "runs": [r["run"] for r in rows if r["group"] == g], "data": "hh"} for g in ("none", "unc", "rnd")]
+    comps = acquisition_comparisons(rows, groups, n_boot=100)
+    got = {(c["method"], c["reference"]): c for c in comps}
+    assert set(got) == {("SER + uncertain", "SER"), ("SER + random", "SER"), ("SER + uncertain", "SER + random")}
+    d = got[("SER + uncertain", "SER")]["diff"]
+    # per-seed differences +0.25 and +0.5 on disjoint pairs: mean 0.375, SE = sd / sqrt(2) = 0.125, t with 1 df
+    assert d.estimate == pytest.approx(0.375) and d.n == 2
+    assert d.high - d.estimate == pytest.approx(12.7062 * 0.125, rel=1e-4)
+    assert got[("SER + uncertain", "SER + random")]["diff"].estimate == pytest.approx(0.375)
+    assert got[("SER + random", "SER")]["diff"].estimate == 0
+    # one family of the three p-values: Holm multiplies the smallest by 3
+    ps = sorted(c["diff"].p for c in comps if c["diff"].p is not None)
+    assert min(c["p_holm"] for c in comps) == pytest.approx(min(1.0, 3 * ps[0]))
 
 
 def test_row_fields_name_the_method_and_count_the_labels():
@@ -60,6 +89,12 @@ def test_report_has_the_labels_table_and_figure(tmp_path):
     assert cells("SER + random")[7] == "10" and "[" in cells("SER + uncertain")[9]
     assert "[" in cells("SER")[10]  # the full-data RM of the runs that trained it
     assert (out / "accuracy_vs_human_labels.png").stat().st_size > 1000
+    # the paired table: three methods minus SER alone, uncertain minus random; one family of 4
+    paired = [line for line in section.splitlines() if "(of " in line]
+    assert len(paired) == 4 and all("(of 4)" in line and " | 12 | " in line for line in paired)
+    assert {tuple(c.strip() for c in line.split("|")[3:5]) for line in paired} == {
+        ("SER + uncertain", "SER"), ("SER + random", "SER"), ("seed + random (no self-labels)", "SER"),
+        ("SER + uncertain", "SER + random")}
     with open(out / "runs.csv") as fh:
         got = {r["run"]: r for r in csv.DictReader(fh)}
     assert got["acquisition=uncertain,seed=0"]["human_labels"] == str(n_seed + 10)

@@ -7,7 +7,10 @@
   used and the test accuracy of the final model (for SER alone also its loop 0, the seed RM), mean over seeds with a 95% t-interval
   (:func:`ser.significance.seed_moments`: seeds that scored the same test pairs share that noise),
   and the full-data RM's the same way.
-- :func:`acquisition_lines`: that table in markdown; :func:`plot_labels`: the figure, test accuracy
+- :func:`acquisition_comparisons`: the question the budget asks, paired on the same seeds and test
+  pairs (:func:`ser.significance.across_seeds`): at each budget, every method minus SER alone, and
+  ``uncertain`` / ``disagree`` minus the ``random`` control; one Holm family per data set.
+- :func:`acquisition_lines`: both tables in markdown; :func:`plot_labels`: the figure, test accuracy
   against human labels used, one line per method and data set, CIs as error bars, the full-data RM
   as the ceiling.
 
@@ -20,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ser.report.compare import _aligned
 from ser.report.values import _num
-from ser.significance import Interval, seed_moments, t_interval
+from ser.significance import N_BOOT, Interval, across_seeds, holm, seed_moments, t_interval
 
 PNG_FILE = "accuracy_vs_human_labels.png"
 
@@ -79,6 +83,48 @@ def acquisition_table(rows: Sequence[dict], groups: Sequence[dict]) -> list[dict
     return out
 
 
+def _by_seed(rows: Sequence[dict], group: str) -> dict:
+    return {r["seed"]: r for r in rows if r["group"] == group}
+
+
+def _paired(rows: Sequence[dict], mine: str, ref: str, n_boot: int) -> Interval | None:
+    """Configuration ``mine``'s final model minus ``ref``'s on the seeds both ran, each seed's test
+    pairs matched by key (:func:`ser.report.compare._aligned`); None without a matched seed."""
+    a, b = _by_seed(rows, mine), _by_seed(rows, ref)
+    aligned = [al for s in sorted(a, key=str) if s in b and (al := _aligned(a[s], b[s])) is not None]
+    if not aligned:
+        return None
+    return across_seeds([x[0] for x in aligned], [x[1] for x in aligned], keys=[x[2] for x in aligned],
+                        n_boot=n_boot).gain
+
+
+def acquisition_comparisons(rows: Sequence[dict], groups: Sequence[dict], n_boot: int = N_BOOT) -> list[dict]:
+    """Per data set and budget: each method minus SER alone (same data, no acquisition) and the
+    chosen-pair rules minus ``SER + random`` at the same budget, on the same seeds and test pairs.
+    Entries ``{"data", "budget", "method", "reference", "diff": Interval or None, "p_holm"}``; the
+    p-values of one data set form one Holm family."""
+    table = [t for t in acquisition_table(rows, groups) if t["method"] != "seed RM"]
+    out = []
+    for data in dict.fromkeys(str(t["data"]) for t in table):
+        mine = [t for t in table if str(t["data"]) == data]
+        ser = next((t for t in mine if t["method"] == "SER"), None)
+        family = []
+        for budget in sorted({t["budget"] for t in mine if t["budget"] is not None}):
+            at = [t for t in mine if t["budget"] == budget]
+            control = next((t for t in at if t["method"] == "SER + random"), None)
+            for t in at:
+                if ser is not None:
+                    family.append((t, ser))
+                if control is not None and t["method"] in ("SER + uncertain", "SER + disagree"):
+                    family.append((t, control))
+        entries = [{"data": data, "budget": t["budget"], "method": t["method"], "reference": r["method"],
+                    "diff": _paired(rows, t["group"], r["group"], n_boot)} for t, r in family]
+        for e, p in zip(entries, holm([e["diff"] and e["diff"].p for e in entries])):
+            e["p_holm"] = p
+        out += entries
+    return out
+
+
 def _budget(b) -> str:
     """A budget as configured: a count, or a share of the initial pool in %."""
     if b is None:
@@ -90,7 +136,7 @@ def _ci(iv: Interval | None) -> str:
     return "-" if iv is None else f"{100 * iv.estimate:.2f} [{100 * iv.low:.2f}, {100 * iv.high:.2f}]"
 
 
-def acquisition_lines(rows: Sequence[dict], groups: Sequence[dict]) -> list[str]:
+def acquisition_lines(rows: Sequence[dict], groups: Sequence[dict], n_boot: int = N_BOOT) -> list[str]:
     """The markdown section; nothing when no run used acquisition."""
     if not any(r.get("uses_acquisition") for r in rows):
         return []
@@ -105,6 +151,24 @@ def acquisition_lines(rows: Sequence[dict], groups: Sequence[dict]) -> list[str]
         out.append(f"| {t['group'] or '(default config)'} | {t['method']} | {t['data']} | "
                    f"{_budget(t['budget'])} | {t['n']} | {num(t['human_seed'])} | "
                    f"{num(t['human_acquired'])} | {num(t['human_labels'])} | {_ci(t['acc'])} | {_ci(t['full'])} |")
+    comps = acquisition_comparisons(rows, groups, n_boot=n_boot)
+    if not comps:
+        return out + [""]
+    out += ["", "Paired on the same seeds and test pairs (final model minus the reference's, points, 95% t-interval "
+                "over seeds with shared test pairs counted once; one seed: paired bootstrap and McNemar's exact p). "
+                "The comparisons of one data set are one Holm family.", "",
+            "| data | budget | method | minus | difference (pts) [95% CI] | seeds | p | p (Holm) | holds at 95% |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for data in dict.fromkeys(c["data"] for c in comps):
+        fam = [c for c in comps if c["data"] == data]
+        size = sum(c["p_holm"] is not None for c in fam)
+        for c in fam:
+            d, ph = c["diff"], c["p_holm"]
+            holds = "-" if d is None or ph is None else "yes" if ph < 0.05 and d.excludes_zero() else "no"
+            cells = ("-", "-", "-", "-") if d is None else (
+                d.fmt(digits=2), str(d.n), "-" if d.p is None else f"{d.p:.2g}", "-" if ph is None else f"{ph:.2g} (of {size})")
+            out.append(f"| {data} | {_budget(c['budget'])} | {c['method']} | {c['reference']} | "
+                       + " | ".join(cells) + f" | {holds} |")
     return out + [""]
 
 

@@ -192,7 +192,7 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out += replay_lines(g.get("replay"))
             out.append("")
         out += compare_lines(compare_groups(rows, groups, sweep_order(source), n_boot=n_boot), format_stat)
-        out += acquisition_lines(rows, groups)
+        out += acquisition_lines(rows, groups, n_boot=n_boot)
         if power:
             out += power_lines(rows)
     if unfinished:
