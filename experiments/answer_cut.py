@@ -9,7 +9,8 @@ judging that pair cannot see). Both answers of a pair count.
     python experiments/answer_cut.py experiment=ser_alpaca_eval_minilm --lengths 128,256,384,512
     python experiments/answer_cut.py experiment=ser_alpaca_eval_minilm data.limit=5000
 
-Prints one line per length and the median/90th percentile of the full and answer-only lengths.
+Prints one line per length (with the mean tokens per text after the cut: the compute it costs) and
+the median/90th percentile of the full and answer-only lengths.
 """
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ def lengths(fmt: Formatter, pairs: list[dict], sides=("chosen", "rejected")) -> 
 
 def cut_shares(total: np.ndarray, answer: np.ndarray, max_length: int) -> dict:
     """``{"cut": share cut at all, "answer_cut": share whose answer (with the special tokens after
-    it) is longer than max_length, so it is cut at its end}`` (Formatter's rule)."""
-    return {"cut": float(np.mean(total > max_length)), "answer_cut": float(np.mean(answer > max_length))}
+    it) is longer than max_length, so it is cut at its end, "mean_tokens": tokens per text after the
+    cut (what the model computes on, before padding)}`` (Formatter's rule)."""
+    return {"cut": float(np.mean(total > max_length)), "answer_cut": float(np.mean(answer > max_length)),
+            "mean_tokens": float(np.mean(np.minimum(total, max_length)))}
 
 
 def main(argv=None) -> None:
@@ -66,7 +69,7 @@ def main(argv=None) -> None:
     for m in (int(x) for x in args.lengths.split(",")):
         s = cut_shares(total, answer, m)
         print(f"max_length {m:>5}: texts cut {100 * s['cut']:5.1f}% (prompt's start), "
-              f"answers cut at their end {100 * s['answer_cut']:5.1f}%")
+              f"answers cut at their end {100 * s['answer_cut']:5.1f}%, tokens per text after the cut {s['mean_tokens']:.0f}")
 
 
 if __name__ == "__main__":

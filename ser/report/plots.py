@@ -4,7 +4,8 @@ on the pool (:func:`plot_gaps`, Fig. 6), and for a sweep the SER gain (with its 
 pseudo-label precision against each swept value (:func:`plot_sweep`), and the reliability diagram
 of the pairwise confidence on validation (:func:`plot_reliability`), and the preference for the
 longer answer per loop (:func:`plot_length`), and test accuracy against human labels used
-(:func:`ser.report.acquisition.plot_labels`, runs with acquisition); :func:`make_plots` writes them (``PNG_FILES``).
+(:func:`ser.report.acquisition.plot_labels`, runs with acquisition), and the differences from the seed
+against its labelled pairs (:func:`ser.report.regime.plot_regime`, a sweep over the data's size); :func:`make_plots` writes them (``PNG_FILES``).
 """
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ser.report.acquisition import plot_labels
+from ser.report.regime import plot_regime
 from ser.report.replay import RANKINGS, curves
 from ser.report.values import _frac_label, _num
 
 PNG_FILES = ("accuracy_per_loop.png", "pairs_per_loop.png", "score_gaps.png", "sweep.png", "reliability.png",
-             "coverage_precision.png", "length_per_loop.png", "accuracy_vs_human_labels.png")
+             "coverage_precision.png", "length_per_loop.png", "accuracy_vs_human_labels.png",
+             "data_regime.png")
 
 
 def _figure(nrows=1, ncols=1, size=(8, 5)):
@@ -419,7 +422,7 @@ def make_plots(rows: Sequence[dict], groups: Sequence[dict], out_dir: Path) -> d
     out_dir = Path(out_dir)
     notes = {}
     for fname, fn in zip(PNG_FILES, (plot_accuracy, plot_pairs, plot_gaps, plot_sweep, plot_reliability, plot_coverage,
-                                     plot_length, plot_labels)):
+                                     plot_length, plot_labels, plot_regime)):
         target = out_dir / fname
         why = fn(rows, groups, target)
         if why:

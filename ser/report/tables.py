@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ser.report.acquisition import acquisition_lines
+from ser.report.regime import regime_lines
 from ser.report.compare import compare_groups, compare_lines
 from ser.report.length import length_lines, loop_lines
 from ser.report.paired import statistics_lines
@@ -193,6 +194,7 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
             out.append("")
         out += compare_lines(compare_groups(rows, groups, sweep_order(source), n_boot=n_boot), format_stat)
         out += acquisition_lines(rows, groups, n_boot=n_boot)
+        out += regime_lines(rows, groups)
         if power:
             out += power_lines(rows)
     if unfinished:
