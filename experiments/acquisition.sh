@@ -28,7 +28,7 @@ PY=${PY:-.venv/bin/python}
 train() { "$PY" -m ser.train -m "experiment=$EXPERIMENTS" "seed=$SEED" trainer.enable_progress_bar=false "$@"; }
 
 for SEED in ${SEEDS//,/ }; do
-  train acquisition=none "hydra.sweep.dir=$OUT/ser"
+  train acquisition=none "hydra.sweep.dir=$OUT/ser_alone"
   for B in ${BUDGETS//,/ }; do
     HALF=$("$PY" -c "print($B / 2)")
     train "acquisition=random,uncertain,disagree" "acquisition.budget=$B" "acquisition.per_loop=$HALF" \

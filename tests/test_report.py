@@ -108,6 +108,17 @@ def test_find_runs_sorts_numbers_naturally(tmp_path):
     assert [p.name for p in find_runs(tmp_path)] == ["1", "2", "10"]
 
 
+def test_a_sweep_folder_named_like_a_phase_is_not_a_run(tmp_path):
+    """A recipe's sweep folder called ser/ (a Hydra multirun: multirun.yaml) beside others is searched,
+    not taken for the phase folder of a run at the top."""
+    for sub in ("ser", "other"):
+        (tmp_path / sub / "a=1,seed=0" / ".hydra").mkdir(parents=True)
+        (tmp_path / sub / "multirun.yaml").write_text("{}\n")
+    assert find_runs(tmp_path) == [tmp_path / "other" / "a=1,seed=0", tmp_path / "ser" / "a=1,seed=0"]
+    (tmp_path / "ser" / "multirun.yaml").unlink()  # then ser/ is a phase folder: tmp_path is a run
+    assert tmp_path in find_runs(tmp_path)
+
+
 def test_load_run_finished_and_unfinished(sweep):
     run = load_run(sweep / "0", root=sweep)
     assert run["status"] == "finished" and run["missing"] is None

@@ -42,7 +42,7 @@ def test_comparisons_are_paired_by_seed_and_pair_and_holm_adjusted():
     assert set(got) == {("SER + uncertain", "SER"), ("SER + random", "SER"), ("SER + uncertain", "SER + random")}
     d = got[("SER + uncertain", "SER")]["diff"]
     # per-seed differences +0.25 and +0.5 on disjoint pairs: mean 0.375, SE = sd / sqrt(2) = 0.125, t with 1 df
-    assert d.estimate == pytest.approx(0.375) and d.n == 2
+    assert d.estimate == pytest.approx(0.375) and d.n == 2 and got[("SER + uncertain", "SER")]["seeds"] == 2
     assert d.high - d.estimate == pytest.approx(12.7062 * 0.125, rel=1e-4)
     assert got[("SER + uncertain", "SER + random")]["diff"].estimate == pytest.approx(0.375)
     assert got[("SER + random", "SER")]["diff"].estimate == 0

@@ -87,21 +87,22 @@ def _by_seed(rows: Sequence[dict], group: str) -> dict:
     return {r["seed"]: r for r in rows if r["group"] == group}
 
 
-def _paired(rows: Sequence[dict], mine: str, ref: str, n_boot: int) -> Interval | None:
+def _paired(rows: Sequence[dict], mine: str, ref: str, n_boot: int) -> tuple[Interval | None, int]:
     """Configuration ``mine``'s final model minus ``ref``'s on the seeds both ran, each seed's test
-    pairs matched by key (:func:`ser.report.compare._aligned`); None without a matched seed."""
+    pairs matched by key (:func:`ser.report.compare._aligned`), and how many seeds; (None, 0)
+    without a matched seed."""
     a, b = _by_seed(rows, mine), _by_seed(rows, ref)
     aligned = [al for s in sorted(a, key=str) if s in b and (al := _aligned(a[s], b[s])) is not None]
     if not aligned:
-        return None
+        return None, 0
     return across_seeds([x[0] for x in aligned], [x[1] for x in aligned], keys=[x[2] for x in aligned],
-                        n_boot=n_boot).gain
+                        n_boot=n_boot).gain, len(aligned)
 
 
 def acquisition_comparisons(rows: Sequence[dict], groups: Sequence[dict], n_boot: int = N_BOOT) -> list[dict]:
     """Per data set and budget: each method minus SER alone (same data, no acquisition) and the
     chosen-pair rules minus ``SER + random`` at the same budget, on the same seeds and test pairs.
-    Entries ``{"data", "budget", "method", "reference", "diff": Interval or None, "p_holm"}``; the
+    Entries ``{"data", "budget", "method", "reference", "diff": Interval or None, "seeds", "p_holm"}``; the
     p-values of one data set form one Holm family."""
     table = [t for t in acquisition_table(rows, groups) if t["method"] != "seed RM"]
     out = []
@@ -117,8 +118,11 @@ def acquisition_comparisons(rows: Sequence[dict], groups: Sequence[dict], n_boot
                     family.append((t, ser))
                 if control is not None and t["method"] in ("SER + uncertain", "SER + disagree"):
                     family.append((t, control))
-        entries = [{"data": data, "budget": t["budget"], "method": t["method"], "reference": r["method"],
-                    "diff": _paired(rows, t["group"], r["group"], n_boot)} for t, r in family]
+        entries = []
+        for t, r in family:
+            diff, seeds = _paired(rows, t["group"], r["group"], n_boot)
+            entries.append({"data": data, "budget": t["budget"], "method": t["method"], "reference": r["method"],
+                            "diff": diff, "seeds": seeds})
         for e, p in zip(entries, holm([e["diff"] and e["diff"].p for e in entries])):
             e["p_holm"] = p
         out += entries
@@ -166,7 +170,7 @@ def acquisition_lines(rows: Sequence[dict], groups: Sequence[dict], n_boot: int 
             d, ph = c["diff"], c["p_holm"]
             holds = "-" if d is None or ph is None else "yes" if ph < 0.05 and d.excludes_zero() else "no"
             cells = ("-", "-", "-", "-") if d is None else (
-                d.fmt(digits=2), str(d.n), "-" if d.p is None else f"{d.p:.2g}", "-" if ph is None else f"{ph:.2g} (of {size})")
+                d.fmt(digits=2), str(c["seeds"]), "-" if d.p is None else f"{d.p:.2g}", "-" if ph is None else f"{ph:.2g} (of {size})")
             out.append(f"| {data} | {_budget(c['budget'])} | {c['method']} | {c['reference']} | "
                        + " | ".join(cells) + f" | {holds} |")
     return out + [""]

@@ -23,10 +23,11 @@ class ReportError(Exception):
 
 
 def is_run_dir(path: Path) -> bool:
-    """A run folder has results.json, .hydra/, or a ser/, seed/ or full/ phase folder."""
+    """A run folder has results.json, .hydra/, or a ser/, seed/ or full/ phase folder (a folder of
+    that name holding a Hydra sweep, ``multirun.yaml``, is a sweep folder, not a phase)."""
     path = Path(path)
     return ((path / "results.json").is_file() or (path / ".hydra").is_dir()
-            or any((path / ph).is_dir() for ph in PHASES))
+            or any((path / ph).is_dir() and not (path / ph / "multirun.yaml").is_file() for ph in PHASES))
 
 
 def _natural_key(path: Path):
