@@ -22,17 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ser.report.compare import _items
 from ser.report.length import in_tokens
-from ser.report.runs import _split_overrides
 from ser.significance import Interval
 
 PNG_FILE = "data_regime.png"
 #: override keys that change how many labelled pairs the seed holds
 SIZE_KEYS = ("data.limit", "labeled_fraction")
-
-
-def _items(group: str) -> dict[str, str]:
-    return dict(i.lstrip("+~").split("=", 1) for i in _split_overrides(group or "") if "=" in i)
 
 
 def _iv(d: dict | None) -> Interval | None:
