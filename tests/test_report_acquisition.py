@@ -89,6 +89,7 @@ def test_report_has_the_labels_table_and_figure(tmp_path):
     assert cells("SER + random")[7] == "10" and "[" in cells("SER + uncertain")[9]
     assert "[" in cells("SER")[10]  # the full-data RM of the runs that trained it
     assert (out / "accuracy_vs_human_labels.png").stat().st_size > 1000
+    assert "Measured on: " in md and "(8 runs)" in md  # the CPU every finished run recorded
     # the paired table: three methods minus SER alone, uncertain minus random; one family of 4
     paired = [line for line in section.splitlines() if "(of " in line]
     assert len(paired) == 4 and all("(of 4)" in line and " | 12 | " in line for line in paired)

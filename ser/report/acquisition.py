@@ -219,5 +219,8 @@ def plot_labels(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str
         ax.set_ylabel("pairwise test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
+    cpus = sorted({r["hardware"] for r in rows if r.get("hardware")})
+    if cpus:
+        fig.suptitle("measured on " + "; ".join(cpus), fontsize="small")
     fig.savefig(path, dpi=120)
     return None

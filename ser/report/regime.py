@@ -172,5 +172,8 @@ def plot_regime(rows: Sequence[dict], groups: Sequence[dict], path: Path) -> str
         ax.set_xlabel("labelled pairs in the seed")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", loc="best")
+    cpus = sorted({r["hardware"] for r in rows if r.get("hardware")})
+    if cpus:
+        fig.suptitle("measured on " + "; ".join(cpus), fontsize="small")
     fig.savefig(path, dpi=120)
     return None

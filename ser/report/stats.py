@@ -50,7 +50,7 @@ def _main_phase(results: dict) -> dict | None:
 
 ROW_FIELDS = ["run", "path", "overrides", "group", "model", "data", "seed", "labeled_fraction", "rule", "tau_high",
               "tau_low", "tau_delta", "min_count", "seed_acc", "ser_acc", "full_acc", "gain", "gap_closed", "n_loops",
-              "kept", "kept_precision", "statuses", "stop", "loop_test_accs", "wall_s", "gain_low", "gain_high", "gain_p",
+              "kept", "kept_precision", "statuses", "stop", "loop_test_accs", "wall_s", "hardware", "gain_low", "gain_high", "gain_p",
               "full_gain_low", "full_gain_high", "best_val_loop", "ser_best_val_acc",
               # length control on test (ser.report.length): tokens, then the same in characters
               "length_baseline", "seed_balanced", "ser_balanced", "full_balanced", "seed_wrong_way", "ser_wrong_way",
@@ -120,7 +120,7 @@ def summary_rows(runs: Iterable, n_boot: int = N_BOOT) -> list[dict]:
             "statuses": ">".join(str(d["status"]) for d in loops if d.get("status")),
             "stop": stops[-1] if stops else None,
             "loop_test_accs": ";".join("" if a is None else f"{a:.6g}" for a in loop_accs),
-            "wall_s": _num(r.get("wall_s")),
+            "wall_s": _num(r.get("wall_s")), "hardware": (r.get("precision") or {}).get("hardware"),
             "gain_low": ci("ser", "low"), "gain_high": ci("ser", "high"),
             "gain_p": paired["ser"]["mcnemar"]["p"] if "ser" in paired else None,
             "full_gain_low": ci("full", "low"), "full_gain_high": ci("full", "high"),

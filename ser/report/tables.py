@@ -120,6 +120,16 @@ def table1_rows(group: dict) -> list[tuple[str, dict, dict | None]]:
     return rows
 
 
+def hardware(rows: Sequence[dict]) -> str:
+    """The machines the finished runs ran on (results.json ``precision.hardware``, e.g. "AMD EPYC
+    (flags: avx512_bf16)") with their run counts; "" when no run recorded one."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.get("hardware"):
+            counts[r["hardware"]] = counts.get(r["hardware"], 0) + 1
+    return "; ".join(f"{h} ({_plural(n, 'run')})" for h, n in counts.items())
+
+
 def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, source=None,
                     by: str | Sequence[str] | Callable[[dict], object] = "group", n_boot: int = N_BOOT,
                     power: bool = False, rows: list[dict] | None = None, groups: list[dict] | None = None) -> str:
@@ -138,6 +148,9 @@ def format_markdown(runs: Sequence[dict], plots: dict[str, str] | None = None, s
            f"{_plural(len(runs), 'run')}: {len(rows)} finished, {len(unfinished)} unfinished. "
            "Accuracies are pairwise test accuracies in %; gain in percentage points; "
            "gap closed = (SER - seed) / (full - seed).", ""]
+    cpus = hardware(rows)
+    if cpus:
+        out[-1:-1] = [f"Measured on: {cpus}.", ""]
     if rows:
         head = ["run", "model", "data", "seed", "labeled %", "rule", "τ_high", "τ_low", "τ_Δ", "min count",
                 "seed acc %", "SER acc %", "full acc %", "gain pts", "gain 95% CI", "McNemar p", "gap closed %", "loops",
