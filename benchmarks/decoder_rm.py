@@ -12,7 +12,8 @@ very same batches in the same order (checked):
 * ``ser``: ``RewardModel`` + a Lightning ``Trainer`` from ``conf/trainer/cpu.yaml`` fitting on
   ``PreferenceDataModule`` (what ``python -m ser.train`` runs); ``ser foreach``:
   ``optim.cpu_impl=foreach`` (AdamW's multi-tensor kernels); ``ser packing``:
-  ``data.packing=true``; ``ser lora8``: ``model.lora.r=8`` (the paper's setting).
+  ``data.packing=true``; ``ser prefix``: ``data.prefix_sharing=true`` (a pair's shared prefix run once);
+  ``ser lora8``: ``model.lora.r=8`` (the paper's setting).
 * ``trl``: TRL's ``RewardTrainer`` with its defaults (only when ``trl`` is importable:
   ``pip install 'ser[bench]'``; random batches of its own, so not the same batches).
 
@@ -27,8 +28,12 @@ optimizer and logging are inside. Figures are the median over rounds with the mi
 Achieved FLOP/s = 6 N real tokens / s for training (4 N with LoRA: no weight gradients of the
 frozen layers), 2 N for scoring, N = non-embedding parameters; "% of peak" divides it by the best
 ``torch.mm`` of ``--gemm-n``^3 in the precision used (``benchmarks/precision.py``'s ``gemm_peak``).
+``run/real`` is the tokens a forward runs (padding included, a shared prefix once) per real token the
+batch's sequences hold; for ``ser prefix`` the FLOP rate is then an effective one (the work of the
+unshared sequences per second). The line "shared prefix" gives the share of the train split's tokens
+that are a pair's shared prefix at this ``max_length``: the most prefix sharing can save.
 
-    python benchmarks/decoder_rm.py                                   # this CPU (duration not timed yet: 6 variants x 14 steps + scoring)
+    python benchmarks/decoder_rm.py                                   # this CPU (7 variants x 14 steps + scoring)
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/decoder_rm.py   # an AVX2-only CPU
     OMP_NUM_THREADS=1 python benchmarks/decoder_rm.py --quick --model tiny            # smoke (~1 min)
 
@@ -54,10 +59,10 @@ from decoder_work import add_work_args, autocast, load_work, non_embedding_param
 NAME = "decoder_rm"
 # training variant -> (path, the variant its ratio is against)
 TRAIN_VARIANTS = {"raw": ("raw", None), "raw fused": ("raw", "raw"), "ser": ("ser", "raw"), "ser foreach": ("ser", "ser"),
-                  "ser packing": ("ser", "ser"), "ser lora8": ("ser", "ser")}
+                  "ser packing": ("ser", "ser"), "ser prefix": ("ser", "ser"), "ser lora8": ("ser", "ser")}
 # the config overrides of each ser variant; AdamW's keyword arguments of each raw variant
 SER_OVERRIDES = {"ser": {}, "ser foreach": {"optim.cpu_impl": "foreach"}, "ser packing": {"data.packing": True},
-                 "ser lora8": {"model.lora.r": 8}}
+                 "ser prefix": {"data.prefix_sharing": True}, "ser lora8": {"model.lora.r": 8}}
 RAW_ADAMW = {"raw": {}, "raw fused": {"fused": True}}
 SCORE_VARIANTS = {"ser padded": None, "ser packed": "ser padded"}
 
@@ -85,7 +90,8 @@ def parse_args():
 
 
 def batch_tokens(batch) -> tuple[int, int]:
-    """(real tokens, all tokens incl. padding) of a padded or a packed batch."""
+    """(real tokens the batch's sequences hold, tokens the forward runs incl. padding) of a padded, packed
+    or prefix-shared batch (the last runs a pair's shared prefix once, so it can run fewer than it holds)."""
     if "lengths" in batch:
         return int(batch["lengths"].sum()), int(batch["input_ids"].numel())
     return int(batch["attention_mask"].sum()), int(batch["attention_mask"].numel())
@@ -108,7 +114,7 @@ def rounds_of(times: list[float], tokens: list[int], warmup: int, rounds: int, p
 
 def padded_loader(dm):
     """ser's training loader at epoch 0 (detached from any earlier Trainer), padded."""
-    dm.cfg.packing = False
+    dm.cfg.packing = dm.cfg.prefix_sharing = False
     dm.trainer = None
     return dm.train_dataloader()
 
@@ -138,10 +144,10 @@ def run_ser(cfg, tok, dm, n_steps: int) -> dict:
             self.times.append(time.perf_counter())
             self.tokens.append(batch_tokens(batch))
 
-    dm.cfg.packing = cfg.data.packing
+    dm.cfg.packing, dm.cfg.prefix_sharing = cfg.data.packing, cfg.data.prefix_sharing
     clock = StepClock()
     fit_ser(cfg, tok, dm, n_steps, clock)
-    dm.cfg.packing = False
+    dm.cfg.packing = dm.cfg.prefix_sharing = False
     return {"times": clock.times, "tokens": clock.tokens}
 
 
@@ -205,6 +211,9 @@ def main():
                               f"data.pack_length={args.pack_length if args.pack_length else 'null'}"])
     n_params = non_embedding_params(fresh_net(cfg, tok))
     print(f"  data: {dm.summary_line()}\n  N = {n_params / 1e6:.1f}M non-embedding parameters", flush=True)
+    shared = shared_prefix_share(dm.labeled)
+    print(f"  shared prefix: {100 * shared:.1f}% of the train split's tokens are a pair's shared prefix "
+          f"(prefix sharing runs {1 / (1 - shared):.2f}x fewer tokens at most)", flush=True)
     with section(f"GEMM peak ({args.gemm_n}^3, {prec})"):
         peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32, args.gemm_n, 2.0 if args.quick else args.budget)
         print(f"   {peak['gflops']:.1f} GFLOP/s")
@@ -242,7 +251,7 @@ def main():
         lora = v == "ser lora8"
         flops = (4 if lora else 6) * n_params * tok_s["median"]
         row = {"variant": v, "real_tok_s": tok_s["median"], "min-max": f"{tok_s['min']:.0f}-{tok_s['max']:.0f}",
-               "s_per_step": secs["median"] / per_round, "padding_share": 1 - sum(real) / sum(t[1] for t in r["tokens"]),
+               "s_per_step": secs["median"] / per_round, "run/real": sum(t[1] for t in r["tokens"]) / sum(real),
                "GFLOP/s": flops / 1e9, "% of peak": 100 * flops / 1e9 / peak["gflops"], "FLOPs/token": "4N" if lora else "6N"}
         if ref and v != "trl":  # same pairs in the same batches, in the same order (real tokens of every step)
             row["same_batches_as_" + ref] = real == [x[0] for x in train[ref]["tokens"]]
@@ -252,7 +261,7 @@ def main():
         if base in train:
             row["vs"], row["x"] = base, ratio(row["real_tok_s"], rows_by(rows, base)["real_tok_s"])
     same_col = [c for c in (rows[0] if rows else {}) if c.startswith("same_batches_as_")]
-    table(rows, ["variant", "real_tok_s", "min-max", "s_per_step", "padding_share", "GFLOP/s", "% of peak", "FLOPs/token",
+    table(rows, ["variant", "real_tok_s", "min-max", "s_per_step", "run/real", "GFLOP/s", "% of peak", "FLOPs/token",
                  "vs", "x", *same_col], f"Training, {prec}, {args.model}, median of {rounds} rounds of {per_round} steps; {cpu}")
 
     # ---- scoring
@@ -294,7 +303,15 @@ def main():
                  "warmup": warmup, "rounds": rounds, "round_steps": per_round, "score_seqs": len(seqs),
                  "score_batch": args.score_batch, "non_embedding_params": n_params, "data_summary": dm.summary_line()},
         "gemm_peak": peak, "training": rows, "scoring": srows, "max_abs_packed_minus_padded": diff,
-        "trl": trl_note, "targets": checks}, args.quick, args.out)
+        "trl": trl_note, "shared_prefix_share": shared, "targets": checks}, args.quick, args.out)
+
+
+def shared_prefix_share(pairs) -> float:
+    """Share of the pairs' tokens (both sides) that are a shared prefix (:func:`shared_prefix_length`)."""
+    from ser.data.prefix_sharing import shared_prefix_length
+
+    total = sum(len(c) + len(r) for c, r in pairs)
+    return sum(shared_prefix_length(c, r) for c, r in pairs) / max(total, 1)
 
 
 def rows_by(rows: list[dict], variant: str) -> dict:

@@ -95,6 +95,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
     if cfg.data.get("html", "text") not in ("text", "keep"):
         raise ConfigError(f"data.html='{cfg.data.html}' must be text (HTML rendered to Markdown) or keep")
+    if cfg.data.get("packing") and cfg.data.get("prefix_sharing"):
+        raise ConfigError("data.packing=true and data.prefix_sharing=true are two layouts of a training batch: "
+                          "set one of them to false")
     pack_length = cfg.data.get("pack_length")
     if pack_length is not None and pack_length < cfg.data.max_length:
         raise ConfigError(f"data.pack_length={pack_length} must be >= data.max_length={cfg.data.max_length} "

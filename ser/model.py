@@ -250,11 +250,12 @@ def is_decoder(model) -> bool:
     return hasattr(unwrap(model), "score")
 
 
-def require_decoder_for_packing(model, name: str = "the model") -> None:
-    """``data.packing=true`` needs a decoder: encoders read [CLS] with bidirectional attention."""
+def require_decoder_for_packing(model, name: str = "the model", option: str = "data.packing") -> None:
+    """``data.packing=true`` (or ``data.prefix_sharing=true``, ``option``) needs a decoder: encoders read
+    [CLS] with bidirectional attention."""
     if not is_decoder(model):
-        raise ConfigError(f"data.packing=true needs a decoder reward model (a causal LM with a score head); "
-                          f"{name} is an encoder: set data.packing=false")
+        raise ConfigError(f"{option}=true needs a decoder reward model (a causal LM with a score head); "
+                          f"{name} is an encoder: set {option}=false")
 
 
 def packed_rewards(model, input_ids: torch.Tensor, position_ids: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
@@ -270,6 +271,32 @@ def packed_rewards(model, input_ids: torch.Tensor, position_ids: torch.Tensor, l
     backbone = getattr(hf, hf.base_model_prefix)
     # use_cache=False: with a KV cache (Llama's config default) transformers skips the packed detection
     hidden = backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    h = hidden.reshape(-1, hidden.shape[-1])[last_index]
+    return hf.score(h).squeeze(-1).float()
+
+
+def prefix_shared_rewards(model, input_ids: torch.Tensor, position_ids: torch.Tensor, prefix_mask: torch.Tensor,
+                          last_index: torch.Tensor) -> torch.Tensor:
+    """One scalar per side of a prefix-shared batch (:func:`ser.data.prefix_sharing.share_prefix_batch`), in
+    ``last_index`` order (every chosen, then every rejected).
+
+    The backbone gets the prepared 4D mask (transformers uses a 4D mask as given): bool for SDPA,
+    additive (0 / most negative float) for eager attention; other attention kernels (flash) take no
+    custom mask, so they are refused in one line.
+    """
+    require_decoder_for_packing(model, option="data.prefix_sharing")
+    hf = unwrap(model)
+    impl = getattr(hf.config, "_attn_implementation", None) or "sdpa"
+    if impl == "eager":
+        mask = torch.zeros(prefix_mask.shape, dtype=torch.float32, device=prefix_mask.device)
+        mask = mask.masked_fill(~prefix_mask, torch.finfo(torch.float32).min)
+    elif impl == "sdpa":
+        mask = prefix_mask
+    else:
+        raise ConfigError(f"data.prefix_sharing=true needs attention that takes a custom mask (sdpa or eager); "
+                          f"this model runs '{impl}': set data.prefix_sharing=false")
+    backbone = getattr(hf, hf.base_model_prefix)
+    hidden = backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False).last_hidden_state
     h = hidden.reshape(-1, hidden.shape[-1])[last_index]
     return hf.score(h).squeeze(-1).float()
 
@@ -313,14 +340,20 @@ class RewardModel(pl.LightningModule):
         self.optim_cfg = optim_cfg
         self.schedule: tuple[int, int] | None = None  # (first global step, steps) of the current phase
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, last_index=None):
-        """Rewards of a padded batch (``attention_mask``) or of a packed one (``position_ids``, ``last_index``)."""
+    def forward(self, input_ids, attention_mask=None, position_ids=None, last_index=None, prefix_mask=None):
+        """Rewards of a padded batch (``attention_mask``), a packed one (``position_ids``, ``last_index``) or a
+        prefix-shared one (those and ``prefix_mask``)."""
+        if prefix_mask is not None:
+            return prefix_shared_rewards(self.net, input_ids, position_ids, prefix_mask, last_index)
         if last_index is not None:
             return packed_rewards(self.net, input_ids, position_ids, last_index)
         return sequence_rewards(self.net, input_ids, attention_mask)
 
     def _pair_rewards(self, batch):
-        if "last_index" in batch:  # data.packing: chosen then rejected, in last_index order
+        if "prefix_mask" in batch:  # data.prefix_sharing: one row per pair, chosen then rejected in last_index order
+            r = self(batch["input_ids"], position_ids=batch["position_ids"], last_index=batch["last_index"],
+                     prefix_mask=batch["prefix_mask"])
+        elif "last_index" in batch:  # data.packing: chosen then rejected, in last_index order
             r = self(batch["input_ids"], position_ids=batch["position_ids"], last_index=batch["last_index"])
         else:
             r = self(batch["input_ids"], batch["attention_mask"])

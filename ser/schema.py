@@ -140,6 +140,13 @@ class DataConfig:
     # Tokens per packed row; null: the longest sequence of the batch (a row is then never wider than
     # the padded batch, so attention never costs more than with padding). Must be >= max_length.
     pack_length: Optional[int] = None
+    # Prefix sharing (decoder reward models only; ser/data/prefix_sharing.py, arXiv 2410.20305): a
+    # training pair is one row [shared prefix, rest of chosen, rest of rejected], the tokens both
+    # sides start with run once, each answer sees the prefix and itself (a 4D mask). Exact (same
+    # rewards as padding up to float rounding). Training batches only (scoring is per answer); not
+    # with packing. What it saves is the share of tokens the two sides really share (ser cuts the
+    # prompt per side, so little at a short max_length: benchmarks/decoder_rm.py prints it).
+    prefix_sharing: bool = False
     # Further named evaluation sets, scored every loop beside test and val (never used to select):
     # name -> a data config (``- /data@data.eval_sets.NAME: alpaca_eval`` in an experiment) or
     # ``{files: [...], format: auto, sample: 500}``. Its test_files are used when it has them; pairs

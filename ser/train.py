@@ -143,6 +143,8 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
     net = build_hf_model(cfg.model, tokenizer)
     if cfg.data.packing:
         require_decoder_for_packing(net, f"model.name={cfg.model.name}")
+    if cfg.data.get("prefix_sharing"):
+        require_decoder_for_packing(net, f"model.name={cfg.model.name}", option="data.prefix_sharing")
     module = RewardModel(net, cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
     loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, progress, phase, cfg.get("selection"),

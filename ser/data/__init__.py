@@ -17,7 +17,8 @@ Local files may be jsonl/json (gzipped or not), parquet or csv; hub ids go throu
 The package: :mod:`ser.data.formats` (reading files and normalising rows into pairs),
 :mod:`ser.data.splits` (prompt-level splits), :mod:`ser.data.formatting` (prompt + answer -> token
 ids), :mod:`ser.data.batching` (padding, collation, batch orders), :mod:`ser.data.packing` (padding-free
-packing of decoder batches, ``data.packing``) and :mod:`ser.data.datamodule`
+packing of decoder batches, ``data.packing``), :mod:`ser.data.prefix_sharing` (a training pair's shared
+prefix computed once, ``data.prefix_sharing``) and :mod:`ser.data.datamodule`
 (the DataModule); every name is importable from ``ser.data`` as before (``DataError`` too, from
 :mod:`ser.errors`).
 """

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ser.data.packing import pack_batch
+from ser.data.prefix_sharing import share_prefix_batch
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -30,12 +31,20 @@ class PairCollator:
 
     ``packing``: the 2B sequences packed into rows (:func:`ser.data.packing.pack_batch`, rows of at
     most ``pack_length`` tokens, None: the longest sequence) instead of right-padded.
+    ``prefix_sharing``: one row per pair, the tokens both sides start with computed once
+    (:func:`ser.data.prefix_sharing.share_prefix_batch`).
     """
 
-    def __init__(self, pad_id: int, packing: bool = False, pack_length: int | None = None):
-        self.pad_id, self.packing, self.pack_length = pad_id, packing, pack_length
+    def __init__(self, pad_id: int, packing: bool = False, pack_length: int | None = None, prefix_sharing: bool = False):
+        if packing and prefix_sharing:
+            raise ValueError("packing and prefix_sharing are two layouts of a batch: choose one")
+        self.pad_id, self.packing, self.pack_length, self.prefix_sharing = pad_id, packing, pack_length, prefix_sharing
 
     def __call__(self, items: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        if self.prefix_sharing:
+            batch = share_prefix_batch(items, self.pad_id)
+            batch["n_pairs"] = torch.tensor(len(items))
+            return batch
         seqs = [c for c, _ in items] + [r for _, r in items]
         batch = pack_batch(seqs, self.pad_id, self.pack_length) if self.packing else pad_batch(seqs, self.pad_id)
         batch["n_pairs"] = torch.tensor(len(items))

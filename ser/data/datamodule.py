@@ -314,7 +314,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         # a generator of its own: creating the loader's iterator draws a base seed, which from the
         # global RNG would shift the dropout masks depending on when Lightning creates it (a resumed
         # run creates its first iterator before the epoch's re-seeding, an uninterrupted one after)
-        return DataLoader(pairs, batch_sampler=FixedBatches(batches), collate_fn=PairCollator(self.pad_id, c.packing, c.pack_length),
+        return DataLoader(pairs, batch_sampler=FixedBatches(batches), collate_fn=PairCollator(self.pad_id, c.packing, c.pack_length, c.get("prefix_sharing", False)),
                           num_workers=c.num_workers, generator=torch.Generator().manual_seed(self.seed + epoch))
 
     @property
