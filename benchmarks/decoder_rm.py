@@ -20,7 +20,9 @@ very same batches in the same order (checked):
 Scoring variants (``score_sequences``, what every SER loop runs on the pool and the evaluation
 sets): ``ser padded`` and ``ser packed`` (``data.packing=true``), both sides of the test pairs.
 Packing can only win back padding: ``--batching random`` (``data.group_by_length=false``) and
-``--pack-length`` (rows wider than a batch's longest sequence) show where it has some to win.
+``--pack-length`` (rows wider than a batch's longest sequence) show where it has some to win;
+``--prompt-cut pair`` (``data.prompt_cut=pair``) cuts a pair's prompt the same for both sides, so
+that ``ser prefix`` has a prompt to share (ser cuts each side on its own by default).
 
 Each variant runs ``--warmup`` steps (not timed), then ``--rounds`` rounds of ``--round-steps``
 steps; the clock is read after every optimizer step, so data, forward, backward, clipping,
@@ -85,6 +87,9 @@ def parse_args():
                    help="grouped: data.group_by_length=true (ser's default; little padding); random: false")
     p.add_argument("--pack-length", type=int, default=None,
                    help="data.pack_length of the packed runs (default null: the batch's longest sequence)")
+    p.add_argument("--prompt-cut", choices=("answer", "pair"), default="answer",
+                   help="data.prompt_cut: answer (each side's prompt cut on its own, ser's default) or pair "
+                        "(the same cut for both sides, so they share the prompt: what ser prefix can then save)")
     p.add_argument("--no-trl", action="store_true", help="skip TRL even when it is installed")
     return p.parse_args()
 
@@ -204,10 +209,10 @@ def main():
     cpu = cpu_line()
     n_steps = warmup + rounds * per_round
     print(f"{NAME}: {cpu}\n  torch {torch.__version__}, {torch.get_num_threads()} threads; model={args.model} "
-          f"max_length={args.max_length} batch={args.batch_pairs} pairs ({args.batching}), {prec}; {warmup} warm-up + {rounds} rounds x "
+          f"max_length={args.max_length} (prompt cut per {args.prompt_cut}) batch={args.batch_pairs} pairs ({args.batching}), {prec}; {warmup} warm-up + {rounds} rounds x "
           f"{per_round} steps per variant{' (quick)' if args.quick else ''}", flush=True)
     cfg, tok, dm = load_work(args.model, args.max_length, args.batch_pairs, args.seed, bf16,
-                             [f"data.group_by_length={args.batching == 'grouped'}",
+                             [f"data.group_by_length={args.batching == 'grouped'}", f"data.prompt_cut={args.prompt_cut}",
                               f"data.pack_length={args.pack_length if args.pack_length else 'null'}"])
     n_params = non_embedding_params(fresh_net(cfg, tok))
     print(f"  data: {dm.summary_line()}\n  N = {n_params / 1e6:.1f}M non-embedding parameters", flush=True)
@@ -299,7 +304,7 @@ def main():
     write_results(f"{NAME}{'-isa-' + cap.lower() if cap else ''}", {
         "benchmark": NAME, "quick": args.quick, "machine": {**info, "cpu_line": cpu},
         "work": {"model": args.model, "max_length": args.max_length, "batch_pairs": args.batch_pairs, "precision": prec,
-                 "batching": args.batching, "pack_length": args.pack_length,
+                 "batching": args.batching, "pack_length": args.pack_length, "prompt_cut": args.prompt_cut,
                  "warmup": warmup, "rounds": rounds, "round_steps": per_round, "score_seqs": len(seqs),
                  "score_batch": args.score_batch, "non_embedding_params": n_params, "data_summary": dm.summary_line()},
         "gemm_peak": peak, "training": rows, "scoring": srows, "max_abs_packed_minus_padded": diff,

@@ -93,6 +93,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be >= 0 (a fraction < 1 or a step count)")
     if cfg.data.overlength not in ("truncate", "drop"):
         raise ConfigError(f"data.overlength='{cfg.data.overlength}' must be truncate or drop")
+    if cfg.data.get("prompt_cut", "answer") not in ("answer", "pair"):
+        raise ConfigError(f"data.prompt_cut='{cfg.data.prompt_cut}' must be answer (each answer's prompt cut on its own) "
+                          "or pair (the same cut for both answers of a pair)")
     if cfg.data.get("html", "text") not in ("text", "keep"):
         raise ConfigError(f"data.html='{cfg.data.html}' must be text (HTML rendered to Markdown) or keep")
     if cfg.data.get("packing") and cfg.data.get("prefix_sharing"):

@@ -127,6 +127,11 @@ class DataConfig:
     template: str = "Question: {q}\n\nAnswer: {a}"  # the authors' template (no chat template)
     use_chat_template: bool = True
     overlength: str = "truncate"  # truncate: cut the prompt from the left | drop (the authors)
+    # How an over-long prompt is cut: answer = for each answer on its own, so each side keeps as much
+    # context as fits (default); pair = the same for both answers of a pair (the longer one decides),
+    # so the two share their prompt tokens and data.prefix_sharing runs them once (the shorter side
+    # then sees less context than it could).
+    prompt_cut: str = "answer"
     group_by_length: bool = True  # batches of similar length (little padding)
     batch_size: int = 8  # pairs per training batch (authors: 40)
     num_workers: int = 0

@@ -163,3 +163,54 @@ def test_tiny_decoder_ser_run_with_prefix_sharing(tmp_path, monkeypatch):
     assert len(hist) == 2 and hist[0]["kept"] > 0
     assert calls["train"] == calls["shared"] == hist[-1]["global_step"]  # every training step shared
     assert hist[0]["test_acc"] > 0.7  # the tiny decoder learns 'yes' over 'no'
+
+
+# -- data.prompt_cut=pair: the two answers keep the same prompt tail ---------------------------------
+
+def test_encode_pair_cuts_the_prompt_the_same_for_both_answers():
+    _, tok, _ = tiny("tiny_decoder")
+    f = Formatter(tok, max_length=40)
+    msgs = [{"role": "user", "content": "Start " + " ".join(f"filler{i}" for i in range(40)) + " question?"}]
+    short, long_ = "Yes.", "No, and here is a much longer answer with many more words in it."
+    (a, wa), (b, wb) = f.encode_pair(msgs, short, long_)
+    assert wa == wb == "truncated" and len(b) == 40 and len(a) < 40  # the longer side decides the cut
+    ta, _, _ = f._tokens(msgs, short)
+    assert a == ta[len(ta) - len(a):]  # the shorter side lost exactly the same prompt tokens from the left
+    # both sides keep the same prompt tail, so they share all of it: what is not shared is the answer
+    # and the template's closing tokens; cut each on its own, each side keeps another tail
+    assert len(a) - shared_prefix_length(a, b) <= len(tok(short, add_special_tokens=False)["input_ids"]) + 3
+    (ea, _), (eb, _) = f.encode(msgs, short), f.encode(msgs, long_)
+    assert len(ea) == len(eb) == 40 and shared_prefix_length(ea, eb) < 5
+    # nothing to cut: as encode; an answer too long even alone, or overlength='drop': each side on its own
+    q = [{"role": "user", "content": "q?"}]
+    assert f.encode_pair(q, short, "ok") == (f.encode(q, short), f.encode(q, "ok"))
+    huge = " ".join(f"word{i}" for i in range(60))
+    assert f.encode_pair(msgs, short, huge) == (f.encode(msgs, short), f.encode(msgs, huge))
+    drop = Formatter(tok, max_length=40, overlength="drop")
+    assert drop.encode_pair(msgs, short, long_) == (drop.encode(msgs, short), drop.encode(msgs, long_))
+
+
+@pytest.mark.integration
+def test_prompt_cut_pair_makes_real_hh_pairs_share_their_prompt(data_dir):
+    """HH-RLHF harmless with SmolLM2's tokenizer at 128 tokens: cut per answer the two sides share
+    few tokens (each keeps another prompt tail); cut per pair they share about a third."""
+    from ser.data import PreferenceDataModule
+    from ser.model import load_tokenizer
+
+    share = {}
+    for cut in ("answer", "pair"):
+        cfg = compose(["experiment=ser_hh_smollm2", "labeled_fraction=1.0", "data.max_length=128", f"data.prompt_cut={cut}"])
+        dm = PreferenceDataModule(cfg.data, load_tokenizer(cfg.model), seed=0)
+        dm.setup()
+        pairs = dm.labeled
+        assert len(pairs) > 1500 and max(len(s) for p in pairs for s in p) <= 128
+        share[cut] = sum(shared_prefix_length(c, r) for c, r in pairs) / sum(len(c) + len(r) for c, r in pairs)
+    assert share["answer"] < 0.15 and share["pair"] > 0.25, share
+
+
+def test_prompt_cut_is_checked():
+    from ser.config import validate
+
+    validate(compose(["data.prompt_cut=pair"]))
+    with pytest.raises(ConfigError, match=r"data\.prompt_cut='both' must be answer .* or pair"):
+        validate(compose(["data.prompt_cut=both"]))

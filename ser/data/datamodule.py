@@ -136,8 +136,11 @@ class PreferenceDataModule(pl.LightningDataModule):
     def _encode_pairs(self, fmt: Formatter, rows: list[dict], a: str, b: str, split: str, keep_index=False):
         out, kept = [], []
         for i, r in enumerate(rows):
-            ia, wa = fmt.encode(r["prompt"], r[a])
-            ib, wb = fmt.encode(r["prompt"], r[b])
+            if self.cfg.get("prompt_cut", "answer") == "pair":
+                (ia, wa), (ib, wb) = fmt.encode_pair(r["prompt"], r[a], r[b])
+            else:
+                ia, wa = fmt.encode(r["prompt"], r[a])
+                ib, wb = fmt.encode(r["prompt"], r[b])
             for w in (wa, wb):
                 if w in ("truncated", "answer_truncated"):
                     self.cut[w] += 1

@@ -48,26 +48,54 @@ class Formatter:
 
     def encode(self, messages: list[dict], answer: str) -> tuple[list[int] | None, str | None]:
         """Token ids, and ``'truncated'``/``'answer_truncated'``/``'overlength'`` when cut or dropped."""
-        text, answer_start = self.text(messages, answer)
-        enc = self.tok(text, add_special_tokens=not self.chat, return_offsets_mapping=True)
-        ids, offs = enc["input_ids"], enc["offset_mapping"]
+        ids, offs, answer_start = self._tokens(messages, answer)
         n, m = len(ids), self.max_length
         if n <= m:
             return ids, None
         if self.overlength == "drop":
             return None, "overlength"
-        lead = 0  # leading special tokens ([CLS], <bos>) have empty offsets
+        lead, trail, start = self._bounds(offs, answer_start)
+        excess = n - m
+        if excess <= start - lead:
+            return ids[:lead] + ids[lead + excess:], "truncated"
+        keep_prompt = min(start - lead, m // 4)  # answer alone too long: keep some context, cut its end
+        body = ids[start - keep_prompt: n - trail]
+        body = body[: m - lead - trail]
+        return ids[:lead] + body + ids[n - trail:], "answer_truncated"
+
+    def encode_pair(self, messages: list[dict], a: str, b: str) -> tuple[tuple[list[int] | None, str | None], ...]:
+        """Both answers of one prompt with the prompt cut the same for both (``data.prompt_cut=pair``).
+
+        The longer side decides: both lose the same prompt tokens from the left, so the two keep the
+        same prompt tail and share it as a prefix (what ``data.prefix_sharing`` runs once); the shorter
+        side then has fewer than ``max_length`` tokens and less context than :meth:`encode` would give it.
+        When the longer answer cannot fit even with its prompt cut away, or with ``overlength='drop'``,
+        each side is encoded on its own (:meth:`encode`). ``(ids, cut)`` of each side.
+        """
+        ta, tb = self._tokens(messages, a), self._tokens(messages, b)
+        excess = max(len(ta[0]), len(tb[0])) - self.max_length
+        if excess <= 0:
+            return (ta[0], None), (tb[0], None)
+        ba, bb = self._bounds(ta[1], ta[2]), self._bounds(tb[1], tb[2])
+        if self.overlength == "drop" or excess > min(ba[2] - ba[0], bb[2] - bb[0]):
+            return self.encode(messages, a), self.encode(messages, b)
+        return tuple((ids[:lead] + ids[lead + excess:], "truncated") for (ids, _, _), (lead, _, _) in ((ta, ba), (tb, bb)))
+
+    def _tokens(self, messages: list[dict], answer: str) -> tuple[list[int], list, int]:
+        """Uncut token ids, their character offsets, and where the answer starts in the text."""
+        text, answer_start = self.text(messages, answer)
+        enc = self.tok(text, add_special_tokens=not self.chat, return_offsets_mapping=True)
+        return enc["input_ids"], enc["offset_mapping"], answer_start
+
+    @staticmethod
+    def _bounds(offs, answer_start: int) -> tuple[int, int, int]:
+        """Leading and trailing special tokens (empty offsets: [CLS], <bos>, ...) and the answer's first token."""
+        n = len(offs)
+        lead = 0
         while lead < n and tuple(offs[lead]) == (0, 0):
             lead += 1
         trail = 0
         while trail < n - lead and tuple(offs[n - 1 - trail]) == (0, 0):
             trail += 1
         start = next((i for i in range(lead, n - trail) if offs[i][0] >= answer_start), n - trail)
-        excess = n - m
-        prompt_len = start - lead
-        if excess <= prompt_len:
-            return ids[:lead] + ids[lead + excess:], "truncated"
-        keep_prompt = min(prompt_len, m // 4)  # answer alone too long: keep some context, cut its end
-        body = ids[start - keep_prompt: n - trail]
-        body = body[: m - lead - trail]
-        return ids[:lead] + body + ids[n - trail:], "answer_truncated"
+        return lead, trail, start
