@@ -22,6 +22,7 @@ from ser.data.batching import FixedBatches, PairCollator, length_grouped_batches
 from ser.data.formats import load_pairs
 from ser.data.stack_exchange import options_from_config
 from ser.data.formatting import Formatter
+from ser.data.prefix_sharing import shared_prefix_length
 from ser.data.splits import pair_content_key, split_pairs
 from ser.errors import DataError
 
@@ -309,8 +310,12 @@ class PreferenceDataModule(pl.LightningDataModule):
         c = self.cfg
         rank, world = self._rank_world()
         if c.group_by_length and len(pairs) > 0:
-            # chosen and rejected are padded together, so a pair costs its longer side
-            lengths = [max(len(a), len(b)) for a, b in pairs]
+            # chosen and rejected are padded together, so a pair costs its longer side; with prefix
+            # sharing a pair is one row of both sides less their shared prefix
+            if c.get("prefix_sharing"):
+                lengths = [len(a) + len(b) - shared_prefix_length(a, b) for a, b in pairs]
+            else:
+                lengths = [max(len(a), len(b)) for a, b in pairs]
             batches = length_grouped_batches(lengths, c.batch_size, self.seed + epoch, True, rank=rank, world_size=world)
         else:
             batches = random_batches(len(pairs), c.batch_size, self.seed + epoch, rank, world)
