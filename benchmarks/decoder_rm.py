@@ -13,7 +13,8 @@ very same batches in the same order (checked):
   ``PreferenceDataModule`` (what ``python -m ser.train`` runs); ``ser foreach``:
   ``optim.cpu_impl=foreach`` (AdamW's multi-tensor kernels); ``ser packing``:
   ``data.packing=true``; ``ser prefix``: ``data.prefix_sharing=true`` (a pair's shared prefix run once);
-  ``ser lora8``: ``model.lora.r=8`` (the paper's setting).
+  ``ser eager``: ``model.attn_implementation=eager`` (transformers' matmul-softmax attention instead of
+  SDPA); ``ser lora8``: ``model.lora.r=8`` (the paper's setting).
 * ``trl``: TRL's ``RewardTrainer`` with its defaults (only when ``trl`` is importable:
   ``pip install 'ser[bench]'``; random batches of its own, so not the same batches).
 
@@ -35,7 +36,7 @@ batch's sequences hold; for ``ser prefix`` the FLOP rate is then an effective on
 unshared sequences per second). The line "shared prefix" gives the share of the train split's tokens
 that are a pair's shared prefix at this ``max_length``: the most prefix sharing can save.
 
-    python benchmarks/decoder_rm.py                                   # this CPU (7 variants x 14 steps + scoring)
+    python benchmarks/decoder_rm.py                                   # this CPU (8 variants x 14 steps + scoring)
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/decoder_rm.py   # an AVX2-only CPU
     OMP_NUM_THREADS=1 python benchmarks/decoder_rm.py --quick --model tiny            # smoke (~1 min)
 
@@ -61,10 +62,12 @@ from decoder_work import add_work_args, autocast, load_work, non_embedding_param
 NAME = "decoder_rm"
 # training variant -> (path, the variant its ratio is against)
 TRAIN_VARIANTS = {"raw": ("raw", None), "raw fused": ("raw", "raw"), "ser": ("ser", "raw"), "ser foreach": ("ser", "ser"),
-                  "ser packing": ("ser", "ser"), "ser prefix": ("ser", "ser"), "ser lora8": ("ser", "ser")}
+                  "ser packing": ("ser", "ser"), "ser prefix": ("ser", "ser"), "ser eager": ("ser", "ser"),
+                  "ser lora8": ("ser", "ser")}
 # the config overrides of each ser variant; AdamW's keyword arguments of each raw variant
 SER_OVERRIDES = {"ser": {}, "ser foreach": {"optim.cpu_impl": "foreach"}, "ser packing": {"data.packing": True},
-                 "ser prefix": {"data.prefix_sharing": True}, "ser lora8": {"model.lora.r": 8}}
+                 "ser prefix": {"data.prefix_sharing": True},
+                 "ser eager": {"model.attn_implementation": "eager"}, "ser lora8": {"model.lora.r": 8}}
 RAW_ADAMW = {"raw": {}, "raw fused": {"fused": True}}
 SCORE_VARIANTS = {"ser padded": None, "ser packed": "ser padded"}
 

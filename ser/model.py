@@ -171,14 +171,15 @@ def build_hf_model(mcfg: DictConfig, tokenizer):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     dtype = getattr(torch, mcfg.get("dtype", "float32"))
+    attn = {"attn_implementation": mcfg.attn_implementation} if mcfg.get("attn_implementation") else {}
     if mcfg.get("random_init"):  # tiny test models: a config, random weights, a real tokenizer
         cfg = AutoConfig.for_model(**OmegaConf.to_container(mcfg.config, resolve=True), vocab_size=len(tokenizer),
                                    num_labels=1, pad_token_id=tokenizer.pad_token_id)
         torch.manual_seed(int(mcfg.get("init_seed", 0)))
-        model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype)
+        model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype, **attn)
     else:
         src = resolve_pretrained(mcfg)
-        model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, dtype=dtype,
+        model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, dtype=dtype, **attn,
                                                                    **revision_kwargs(mcfg, src))
     model.config.pad_token_id = tokenizer.pad_token_id
     if mcfg.get("gradient_checkpointing"):

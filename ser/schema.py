@@ -68,6 +68,9 @@ class ModelConfig:
     dtype: str = "float32"  # weight dtype at load (bfloat16 for the paper's 7B-70B models)
     max_length: int = 512  # tokens of prompt + answer (authors: 512, longer pairs dropped)
     gradient_checkpointing: bool = False
+    # transformers' attention kernel: null = its default (sdpa), eager, flash_attention_2 (GPU; not
+    # with data.packing's CPU path nor data.prefix_sharing, which need a custom mask)
+    attn_implementation: Optional[str] = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     random_init: bool = False  # tests: random weights from ``config`` with a real tokenizer
     init_seed: int = 0

@@ -265,3 +265,16 @@ def test_a_pinned_revision_reaches_from_pretrained_and_the_reuse_key(monkeypatch
     assert files_identity(compose(["model=minilm", "model.revision=def456"]).model)["revision"] == "def456"
     monkeypatch.setattr(m, "hub_reachable", lambda: False)  # the offline copy: no revision passed on
     assert m.revision_kwargs(cfg.model, resolve_pretrained(cfg.model)) == {}
+
+
+def test_attn_implementation_is_passed_to_transformers():
+    """model.attn_implementation picks transformers' attention kernel; eager and sdpa give the same rewards."""
+    _, tok, sdpa = tiny("tiny_decoder")
+    _, _, eager = tiny("tiny_decoder", attn_implementation="eager")
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    seqs = encode(tok, TEXTS)
+    batch = pad_batch(seqs, tok.pad_token_id)
+    with torch.no_grad():
+        a = sequence_rewards(sdpa.eval(), batch["input_ids"], batch["attention_mask"])
+        b = sequence_rewards(eager.eval(), batch["input_ids"], batch["attention_mask"])
+    assert b.tolist() == pytest.approx(a.tolist(), abs=1e-5)
