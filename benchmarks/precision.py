@@ -68,7 +68,8 @@ def main() -> None:
 
     from ser.data import PreferenceDataModule, pad_batch
     from ser.losses import pairwise_loss
-    from ser.model import RewardModel, build_hf_model, load_tokenizer, sequence_rewards
+    from ser.model import RewardModel, build_hf_model, load_tokenizer
+    from ser.rewards import sequence_rewards
     from ser.precision import BF16, resolve_precision
 
     choice = resolve_precision("auto", "cpu")

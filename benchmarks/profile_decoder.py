@@ -130,7 +130,8 @@ def main() -> None:
     from ser.data import PairCollator, pad_batch
     from ser.data.packing import pack_batch
     from ser.losses import pairwise_loss
-    from ser.model import RewardModel, build_hf_model, packed_rewards, sequence_rewards
+    from ser.model import RewardModel, build_hf_model
+    from ser.rewards import packed_rewards, sequence_rewards
 
     steps = 1 if args.quick else args.steps
     info = machine_info(args.threads)

@@ -28,7 +28,8 @@ from ser.config import run_reporting_errors, validate
 from ser.data import PreferenceDataModule
 from ser.length_control import length_lines, run_length_statistics
 from ser.loop import SERLoop
-from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer, require_decoder_for_packing
+from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer
+from ser.rewards import require_decoder_for_packing
 from ser.precision import PrecisionChoice, resolve_precision
 from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table

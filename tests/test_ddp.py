@@ -57,7 +57,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     np.save(f"{out}/rank{rank}.npy", scores)
     # fsdp's path: a forward with a collective inside (as a sharded module's all-gather) must be
     # called as often on every rank, or the ranks hang
-    from ser.model import sequence_rewards
+    from ser.rewards import sequence_rewards
 
     calls = []
 

@@ -9,7 +9,8 @@ from transformers import AutoModelForSequenceClassification
 from ser.data import Formatter, pad_batch
 from ser.errors import ConfigError
 from ser.model import (ModelNotFound, RewardModel, adamw_kernel, build_hf_model, export_reward_model, load_tokenizer,
-                       resolve_pretrained, score_sequences, sequence_rewards, warmup_linear)
+                       resolve_pretrained, score_sequences, warmup_linear)
+from ser.rewards import sequence_rewards
 from tests.conftest import CONF, compose
 
 TEXTS = ["a short answer", "a considerably longer answer that needs padding for the others in the batch", "mid length answer here"]

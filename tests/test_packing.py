@@ -11,7 +11,8 @@ from ser.data import PairCollator, pad_batch
 from ser.data.packing import first_fit_decreasing, last_token_index, pack_batch, position_ids, segment_ids
 from ser.errors import ConfigError
 from ser.losses import pairwise_loss
-from ser.model import RewardModel, packed_rewards, score_sequences, sequence_rewards
+from ser.model import RewardModel, score_sequences
+from ser.rewards import packed_rewards, sequence_rewards
 from tests.conftest import compose
 from tests.test_model import tiny
 

@@ -110,7 +110,7 @@ def test_cross_tokenizer_reward_is_the_reward_models_own_formatting(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ser.data import Formatter, pad_batch
-    from ser.model import sequence_rewards
+    from ser.rewards import sequence_rewards
 
     rm = export_tiny_rm(tmp_path / "rm", "tiny", chat=True)
     ptok = policy_tokenizer()

@@ -12,7 +12,8 @@ from ser.data.prefix_sharing import (attention_allowed, row_positions, row_segme
                                      shared_prefix_length)
 from ser.errors import ConfigError
 from ser.losses import pairwise_loss
-from ser.model import RewardModel, prefix_shared_rewards, sequence_rewards
+from ser.model import RewardModel
+from ser.rewards import prefix_shared_rewards, sequence_rewards
 from tests.conftest import compose
 from tests.test_model import tiny
 

@@ -406,7 +406,8 @@ def test_a_decoder_without_ser_reward_json_uses_its_chat_template(tmp_path, caps
     import torch
     from omegaconf import OmegaConf
 
-    from ser.model import build_hf_model, load_tokenizer, sequence_rewards
+    from ser.model import build_hf_model, load_tokenizer
+    from ser.rewards import sequence_rewards
 
     mcfg = OmegaConf.load(CONF / "model" / "tiny_decoder.yaml")
     tok = load_tokenizer(mcfg)

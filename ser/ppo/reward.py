@@ -117,7 +117,7 @@ class RewardScorer:
                  prompt_ids: Sequence[Sequence[int]] | None = None,
                  response_ids: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
         from ser.data import pad_batch
-        from ser.model import sequence_rewards
+        from ser.rewards import sequence_rewards
 
         seqs = [self.encode(p, r, prompt_ids[i] if prompt_ids is not None else None,
                             response_ids[i] if response_ids is not None else None)
