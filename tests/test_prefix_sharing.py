@@ -140,6 +140,16 @@ def test_prefix_sharing_refuses_encoders_flash_and_packing():
         validate(compose(["data.packing=true", "data.prefix_sharing=true"]))
 
 
+def test_train_refuses_prefix_sharing_with_an_encoder(tmp_path):
+    from tests.synthetic import tiny_overrides, write_pairs
+
+    from ser.train import run
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=40)
+    with pytest.raises(ConfigError, match=r"data\.prefix_sharing=true needs a decoder .*model\.name=tiny is an encoder"):
+        run(compose(tiny_overrides(data, "data.prefix_sharing=true"), output_dir=tmp_path / "run"))
+
+
 @pytest.mark.numerics
 def test_tiny_decoder_ser_run_with_prefix_sharing(tmp_path, monkeypatch):
     """The whole job with data.prefix_sharing=true: every training step goes through the shared layout
