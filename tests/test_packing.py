@@ -70,6 +70,26 @@ def test_pair_collator_packs_chosen_then_rejected():
 
 # -- packed == padded on a real decoder ---------------------------------------------------------
 
+def loss_and_grads(net, rewards_fn):
+    """Rewards (chosen = first half, rejected = second) and the gradient of their Bradley-Terry loss."""
+    net.zero_grad(set_to_none=True)
+    r = rewards_fn()
+    n = r.shape[0] // 2
+    pairwise_loss(r[:n], r[n:], "bradley_terry", 0.0, 0.0).backward()
+    return r.detach(), {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+
+def assert_same_rewards_and_grads(net, rewards_fn, reference_fn) -> torch.Tensor:
+    """Another layout's rewards (atol 1e-5) and gradients equal the reference's; the reference rewards."""
+    r_ref, g_ref = loss_and_grads(net, reference_fn)
+    r, g = loss_and_grads(net, rewards_fn)
+    assert r.tolist() == pytest.approx(r_ref.tolist(), abs=1e-5)
+    assert g.keys() == g_ref.keys() and len(g_ref) > 10
+    for k in g_ref:
+        torch.testing.assert_close(g[k], g_ref[k], atol=1e-5, rtol=1e-4, msg=k)
+    return r_ref
+
+
 def _naive_concat_positions(pos: torch.Tensor) -> torch.Tensor:
     return torch.arange(pos.shape[1]).expand_as(pos)
 
@@ -85,21 +105,9 @@ def test_packed_rewards_and_gradients_equal_padded(capacity):
     assert packed["input_ids"].shape[0] < len(seqs)  # several sequences do share a row
     assert packed["input_ids"].numel() < padded["input_ids"].numel()
 
-    def loss_and_grads(rewards_fn):
-        net.zero_grad(set_to_none=True)
-        r = rewards_fn()
-        n = r.shape[0] // 2
-        loss = pairwise_loss(r[:n], r[n:], "bradley_terry", 0.0, 0.0)
-        loss.backward()
-        return r.detach(), {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
-
-    r_pad, g_pad = loss_and_grads(lambda: sequence_rewards(net, padded["input_ids"], padded["attention_mask"]))
-    r_pack, g_pack = loss_and_grads(lambda: packed_rewards(net, packed["input_ids"], packed["position_ids"],
-                                                           packed["last_index"]))
-    assert r_pack.tolist() == pytest.approx(r_pad.tolist(), abs=1e-5)
-    assert g_pack.keys() == g_pad.keys() and len(g_pad) > 10
-    for k in g_pad:
-        torch.testing.assert_close(g_pack[k], g_pad[k], atol=1e-5, rtol=1e-4, msg=k)
+    r_pad = assert_same_rewards_and_grads(
+        net, lambda: packed_rewards(net, packed["input_ids"], packed["position_ids"], packed["last_index"]),
+        lambda: sequence_rewards(net, padded["input_ids"], padded["attention_mask"]))
     # the check can fail: concatenated without restarting positions (and so without the block mask),
     # the later sequences of a row see the earlier ones and get other rewards
     with torch.no_grad():

@@ -11,11 +11,11 @@ from ser.data import Formatter, PairCollator, pad_batch
 from ser.data.prefix_sharing import (attention_allowed, row_positions, row_segments, share_prefix_batch,
                                      shared_prefix_length)
 from ser.errors import ConfigError
-from ser.losses import pairwise_loss
 from ser.model import RewardModel
 from ser.rewards import prefix_shared_rewards, sequence_rewards
 from tests.conftest import compose
 from tests.test_model import tiny
+from tests.test_packing import assert_same_rewards_and_grads
 
 PROMPTS = ["What is the capital of France?", "Tell me a joke about cats, please, a short one.", "hi"]
 ANSWERS = [("Paris.", "I do not know, maybe Lyon or Marseille."), ("No.", "Why did the cat sit on the computer? To keep an eye on the mouse."),
@@ -87,21 +87,10 @@ def test_prefix_shared_rewards_and_gradients_equal_padded(attn):
     padded = pad_batch([c for c, _ in pairs] + [r for _, r in pairs], tok.pad_token_id)
     assert shared["input_ids"].numel() < padded["input_ids"].numel()
 
-    def loss_and_grads(rewards_fn):
-        net.zero_grad(set_to_none=True)
-        r = rewards_fn()
-        n = r.shape[0] // 2
-        loss = pairwise_loss(r[:n], r[n:], "bradley_terry", 0.0, 0.0)
-        loss.backward()
-        return r.detach(), {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
-
-    r_pad, g_pad = loss_and_grads(lambda: sequence_rewards(net, padded["input_ids"], padded["attention_mask"]))
-    r_sh, g_sh = loss_and_grads(lambda: prefix_shared_rewards(net, shared["input_ids"], shared["position_ids"],
-                                                              shared["prefix_mask"], shared["last_index"]))
-    assert r_sh.tolist() == pytest.approx(r_pad.tolist(), abs=1e-5)
-    assert g_sh.keys() == g_pad.keys() and len(g_pad) > 10
-    for k in g_pad:
-        torch.testing.assert_close(g_sh[k], g_pad[k], atol=1e-5, rtol=1e-4, msg=k)
+    r_pad = assert_same_rewards_and_grads(
+        net, lambda: prefix_shared_rewards(net, shared["input_ids"], shared["position_ids"], shared["prefix_mask"],
+                                           shared["last_index"]),
+        lambda: sequence_rewards(net, padded["input_ids"], padded["attention_mask"]))
     # the check can fail: with a plain causal mask over the row the rejected side sees the chosen answer
     causal = torch.ones_like(shared["prefix_mask"]).tril()
     with torch.no_grad():
