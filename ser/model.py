@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ser import faults
 from ser.errors import ConfigError, ModelNotFound
 from ser.losses import pair_metrics, pairwise_loss
-from ser.rewards import packed_rewards, prefix_shared_rewards, require_decoder_for_packing, sequence_rewards, unwrap
+from ser.rewards import packed_rewards, prefix_shared_rewards, require_decoder, sequence_rewards, unwrap
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "SER_CACHE_DIR"
@@ -370,7 +370,7 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
     if len(seqs) == 0:
         return np.zeros(0, dtype=np.float64)
     if packing:
-        require_decoder_for_packing(model)
+        require_decoder(model, "data.packing")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.train(dropout)  # dropout=True: MC-dropout passes (dropout active, no gradients)

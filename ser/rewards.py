@@ -1,7 +1,7 @@
 """Rewards of a batch of token ids from a reward model, in each layout a batch can have: padded
 (:func:`sequence_rewards`, encoders and decoders), packed (:func:`packed_rewards`, ``data.packing``)
 and prefix-shared (:func:`prefix_shared_rewards`, ``data.prefix_sharing``); the last two need a
-decoder (:func:`require_decoder_for_packing`). :mod:`ser.model` trains and scores through these.
+decoder (:func:`require_decoder`). :mod:`ser.model` trains and scores through these.
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def is_decoder(model) -> bool:
     return hasattr(unwrap(model), "score")
 
 
-def require_decoder_for_packing(model, name: str = "the model", option: str = "data.packing") -> None:
-    """``data.packing=true`` (or ``data.prefix_sharing=true``, ``option``) needs a decoder: encoders read
-    [CLS] with bidirectional attention."""
+def require_decoder(model, option: str, name: str = "the model") -> None:
+    """A layout of decoder batches (``option``: ``data.packing``, ``data.prefix_sharing``) needs a decoder:
+    encoders read [CLS] with bidirectional attention."""
     if not is_decoder(model):
         raise ConfigError(f"{option}=true needs a decoder reward model (a causal LM with a score head); "
                           f"{name} is an encoder: set {option}=false")
@@ -54,13 +54,9 @@ def packed_rewards(model, input_ids: torch.Tensor, position_ids: torch.Tensor, l
     causal within each sequence and blocked between them (``masking_utils.find_packed_sequence_indices``;
     through SDPA with an explicit boolean mask on CPU). The score head reads each last token.
     """
-    require_decoder_for_packing(model)
-    hf = unwrap(model)
-    backbone = getattr(hf, hf.base_model_prefix)
+    require_decoder(model, "data.packing")
     # use_cache=False: with a KV cache (Llama's config default) transformers skips the packed detection
-    hidden = backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
-    h = hidden.reshape(-1, hidden.shape[-1])[last_index]
-    return hf.score(h).squeeze(-1).float()
+    return _last_token_rewards(unwrap(model), last_index, input_ids=input_ids, position_ids=position_ids)
 
 
 def prefix_shared_rewards(model, input_ids: torch.Tensor, position_ids: torch.Tensor, prefix_mask: torch.Tensor,
@@ -72,7 +68,7 @@ def prefix_shared_rewards(model, input_ids: torch.Tensor, position_ids: torch.Te
     additive (0 / most negative float) for eager attention; other attention kernels (flash) take no
     custom mask, so they are refused in one line.
     """
-    require_decoder_for_packing(model, option="data.prefix_sharing")
+    require_decoder(model, "data.prefix_sharing")
     hf = unwrap(model)
     impl = getattr(hf.config, "_attn_implementation", None) or "sdpa"
     if impl == "eager":
@@ -83,7 +79,10 @@ def prefix_shared_rewards(model, input_ids: torch.Tensor, position_ids: torch.Te
     else:
         raise ConfigError(f"data.prefix_sharing=true needs attention that takes a custom mask (sdpa or eager); "
                           f"this model runs '{impl}': set data.prefix_sharing=false")
-    backbone = getattr(hf, hf.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False).last_hidden_state
-    h = hidden.reshape(-1, hidden.shape[-1])[last_index]
-    return hf.score(h).squeeze(-1).float()
+    return _last_token_rewards(hf, last_index, input_ids=input_ids, attention_mask=mask, position_ids=position_ids)
+
+
+def _last_token_rewards(hf, last_index: torch.Tensor, **inputs) -> torch.Tensor:
+    """The backbone on ``inputs`` (no cache), the score head at ``last_index`` (flat indices into rows x width)."""
+    hidden = getattr(hf, hf.base_model_prefix)(**inputs, use_cache=False).last_hidden_state
+    return hf.score(hidden.reshape(-1, hidden.shape[-1])[last_index]).squeeze(-1).float()

@@ -29,7 +29,7 @@ from ser.data import PreferenceDataModule
 from ser.length_control import length_lines, run_length_statistics
 from ser.loop import SERLoop
 from ser.model import RewardModel, build_hf_model, export_reward_model, load_tokenizer
-from ser.rewards import require_decoder_for_packing
+from ser.rewards import require_decoder
 from ser.precision import PrecisionChoice, resolve_precision
 from ser.progress import Progress, ProgressLines
 from ser.report import format_run_table
@@ -142,10 +142,9 @@ def _fit_phase(cfg: DictConfig, phase_dir: Path, progress: Progress | None = Non
             progress.eta.plan_if_new(name, planned_steps(pcfg, n_train))
     t0 = time.perf_counter()
     net = build_hf_model(cfg.model, tokenizer)
-    if cfg.data.packing:
-        require_decoder_for_packing(net, f"model.name={cfg.model.name}")
-    if cfg.data.get("prefix_sharing"):
-        require_decoder_for_packing(net, f"model.name={cfg.model.name}", option="data.prefix_sharing")
+    for layout in ("packing", "prefix_sharing"):  # decoder-only layouts of a batch
+        if cfg.data.get(layout):
+            require_decoder(net, f"data.{layout}", f"model.name={cfg.model.name}")
     module = RewardModel(net, cfg.loss, cfg.optim)
     t_model = time.perf_counter() - t0
     loop = SERLoop(cfg.loop, cfg.thresholds, cfg.seed, phase_dir, progress, phase, cfg.get("selection"),

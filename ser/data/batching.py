@@ -43,10 +43,9 @@ class PairCollator:
     def __call__(self, items: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         if self.prefix_sharing:
             batch = share_prefix_batch(items, self.pad_id)
-            batch["n_pairs"] = torch.tensor(len(items))
-            return batch
-        seqs = [c for c, _ in items] + [r for _, r in items]
-        batch = pack_batch(seqs, self.pad_id, self.pack_length) if self.packing else pad_batch(seqs, self.pad_id)
+        else:
+            seqs = [c for c, _ in items] + [r for _, r in items]
+            batch = pack_batch(seqs, self.pad_id, self.pack_length) if self.packing else pad_batch(seqs, self.pad_id)
         batch["n_pairs"] = torch.tensor(len(items))
         return batch
 

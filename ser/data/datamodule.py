@@ -136,12 +136,12 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def _encode_pairs(self, fmt: Formatter, rows: list[dict], a: str, b: str, split: str, keep_index=False):
         out, kept = [], []
+        per_pair = self.cfg.get("prompt_cut", "answer") == "pair"
         for i, r in enumerate(rows):
-            if self.cfg.get("prompt_cut", "answer") == "pair":
+            if per_pair:
                 (ia, wa), (ib, wb) = fmt.encode_pair(r["prompt"], r[a], r[b])
             else:
-                ia, wa = fmt.encode(r["prompt"], r[a])
-                ib, wb = fmt.encode(r["prompt"], r[b])
+                (ia, wa), (ib, wb) = fmt.encode(r["prompt"], r[a]), fmt.encode(r["prompt"], r[b])
             for w in (wa, wb):
                 if w in ("truncated", "answer_truncated"):
                     self.cut[w] += 1

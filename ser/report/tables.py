@@ -9,6 +9,7 @@ compared, optionally the power table, unfinished runs, figures) and
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -123,10 +124,7 @@ def table1_rows(group: dict) -> list[tuple[str, dict, dict | None]]:
 def hardware(rows: Sequence[dict]) -> str:
     """The machines the finished runs ran on (results.json ``precision.hardware``, e.g. "AMD EPYC
     (flags: avx512_bf16)") with their run counts; "" when no run recorded one."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        if r.get("hardware"):
-            counts[r["hardware"]] = counts.get(r["hardware"], 0) + 1
+    counts = Counter(r["hardware"] for r in rows if r.get("hardware"))
     return "; ".join(f"{h} ({_plural(n, 'run')})" for h, n in counts.items())
 
 
